@@ -1,0 +1,31 @@
+"""gradient-flow-analyzer, part one: the optimizer as a dynamical system.
+
+Importing `flow` turns on 64-bit floats in JAX (`jax_enable_x64`): every
+computation in this package is float64.
+"""
+
+import importlib.metadata
+
+import jax
+
+
+jax.config.update("jax_enable_x64", True)
+
+from . import problems as problems  # noqa: E402
+from ._check import (  # noqa: E402
+    GradientCheck as GradientCheck,
+    check_gradients as check_gradients,
+    probe_control as probe_control,
+)
+from ._problem import OptimalControlProblem as OptimalControlProblem  # noqa: E402
+from ._schemes import (  # noqa: E402
+    RK4 as RK4,
+    AbstractScheme as AbstractScheme,
+    Euler as Euler,
+    Heun as Heun,
+    scheme_from_name as scheme_from_name,
+)
+from ._shooting import Shooting as Shooting, shoot as shoot  # noqa: E402
+
+
+__version__ = importlib.metadata.version("gradient-flow-analyzer")

@@ -1,0 +1,202 @@
+"""The continuous optimal control problem (P) and its Mayer (endpoint-cost) form."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+
+def _check_callable(name: str, fn: Any, signature: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be a callable {signature}; got {type(fn).__name__}.")
+
+
+def _evaluate(name: str, fn: Callable, *args: Array) -> Array:
+    """Evaluate a user function once, turning failures into a clear message."""
+    try:
+        out = fn(*args)
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f"`{name}` failed when evaluated on x0 and a zero control: {type(e).__name__}: {e}"
+        ) from e
+    try:
+        out = jnp.asarray(out)
+    except TypeError as e:
+        raise TypeError(f"`{name}` must return an array; got {type(out)}.") from e
+    if out.dtype != jnp.float64:
+        raise TypeError(
+            f"`{name}` must return float64 values (this package enables "
+            f"jax_enable_x64); got dtype {out.dtype}. Avoid explicit float32 casts."
+        )
+    return out
+
+
+class OptimalControlProblem(eqx.Module):
+    r"""An optimal control problem (P), with an optional running cost.
+
+    $$\min_u\; E(x(t_f)) + \int_{t_0}^{t_f} L(x, u)\,dt
+      \quad\text{s.t.}\quad \dot x = f(x, u),\; x(t_0) = x_0,$$
+
+    with $x \in \mathbb{R}^n$, $u \in \mathbb{R}^m$ unconstrained and $t_0, t_f$
+    fixed (paper eq. (4), generalised to vectors and a running cost).
+
+    A running cost is folded into the state as one extra component
+    $x_{n+1}' = L(x, u)$, $x_{n+1}(t_0) = 0$, with $E \mathrel{+}= x_{n+1}(t_f)$
+    (the *augmented* or Mayer form used by every discretisation in this package;
+    the costate of the extra component is identically 1).
+
+    **Arguments:**
+
+    - `dynamics`: $f(x, u)$, returning an array of shape `(n,)`.
+    - `endpoint_cost`: $E(x)$, returning a scalar.
+    - `x0`: the initial state, a finite array of shape `(n,)`.
+    - `t0`, `tf`: the fixed initial and final times, `tf > t0`.
+    - `running_cost`: optional $L(x, u)$, returning a scalar.
+    - `control_dim`: $m \ge 1$.
+    - `name`: a label used in reports.
+
+    **Raises:**
+
+    `ValueError` or `TypeError`, naming the argument, when a shape, a dtype or a
+    value is wrong. `f`, `E` and `L` are evaluated once on `x0` and a zero control.
+    """
+
+    dynamics: Callable[[Array, Array], Array] = eqx.field(static=True)
+    endpoint_cost: Callable[[Array], Array] = eqx.field(static=True)
+    running_cost: Callable[[Array, Array], Array] | None = eqx.field(static=True)
+    x0: Float[Array, " n"]
+    t0: float = eqx.field(static=True)
+    tf: float = eqx.field(static=True)
+    control_dim: int = eqx.field(static=True)
+    name: str = eqx.field(static=True)
+
+    # Arguments are annotated `Any`: they are validated below, with messages that
+    # name the argument, rather than by the static annotation.
+    def __init__(
+        self,
+        dynamics: Any,
+        endpoint_cost: Any,
+        x0: Any,
+        t0: Any,
+        tf: Any,
+        *,
+        running_cost: Any = None,
+        control_dim: Any,
+        name: str = "custom",
+    ):
+        _check_callable("dynamics", dynamics, "f(x, u) -> array of shape (n,)")
+        _check_callable("endpoint_cost", endpoint_cost, "E(x) -> scalar")
+        if running_cost is not None:
+            _check_callable("running_cost", running_cost, "L(x, u) -> scalar")
+        if isinstance(control_dim, bool) or not isinstance(control_dim, int | np.integer):
+            raise TypeError(f"`control_dim` must be an integer >= 1; got {control_dim!r}.")
+        if control_dim < 1:
+            raise ValueError(f"`control_dim` must be >= 1; got {control_dim}.")
+        for label, value in (("t0", t0), ("tf", tf)):
+            if isinstance(value, bool) or not isinstance(
+                value, int | float | np.integer | np.floating
+            ):
+                raise TypeError(f"`{label}` must be a real number; got {value!r}.")
+            if not math.isfinite(value):
+                raise ValueError(f"`{label}` must be finite; got {value}.")
+        if not tf > t0:
+            raise ValueError(f"`tf` must be greater than `t0`; got t0={t0}, tf={tf}.")
+        x0_np = np.asarray(x0)
+        if x0_np.dtype.kind not in "fiu":
+            raise TypeError(f"`x0` must be a real array; got dtype {x0_np.dtype}.")
+        if x0_np.ndim != 1 or x0_np.shape[0] < 1:
+            raise ValueError(
+                f"`x0` must be a 1-D array of shape (n,), n >= 1; got shape "
+                f"{x0_np.shape}. For a scalar state write x0=[value]."
+            )
+        if not np.all(np.isfinite(x0_np)):
+            raise ValueError(f"`x0` must be finite; got {x0_np}.")
+        x0_arr = jnp.asarray(x0_np, dtype=jnp.float64)
+        if x0_arr.dtype != jnp.float64:  # pragma: no cover - x64 is always on
+            raise TypeError("float64 is disabled: enable jax_enable_x64.")
+        n = x0_arr.shape[0]
+        u_zero = jnp.zeros((control_dim,))
+        fx = _evaluate("dynamics", dynamics, x0_arr, u_zero)
+        if fx.shape != (n,):
+            raise ValueError(
+                f"`dynamics` must return shape (n,) = ({n},) for x0 of shape "
+                f"({n},) and u of shape ({control_dim},); got shape {fx.shape}."
+            )
+        ex = _evaluate("endpoint_cost", endpoint_cost, x0_arr)
+        if ex.shape != ():
+            raise ValueError(
+                f"`endpoint_cost` must return a scalar (shape ()); got shape {ex.shape}."
+            )
+        if running_cost is not None:
+            lx = _evaluate("running_cost", running_cost, x0_arr, u_zero)
+            if lx.shape != ():
+                raise ValueError(
+                    f"`running_cost` must return a scalar (shape ()); got shape {lx.shape}."
+                )
+        self.dynamics = dynamics
+        self.endpoint_cost = endpoint_cost
+        self.running_cost = running_cost
+        self.x0 = x0_arr
+        self.t0 = float(t0)
+        self.tf = float(tf)
+        self.control_dim = int(control_dim)
+        self.name = str(name)
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def state_dim(self) -> int:
+        """n, the dimension of the user's state (without the running-cost state)."""
+        return self.x0.shape[0]
+
+    @property
+    def augmented_dim(self) -> int:
+        """n + 1 with a running cost, n without: the state the schemes integrate."""
+        return self.state_dim + (0 if self.running_cost is None else 1)
+
+    # ------------------------------------------------------- augmented form
+    def augmented_x0(self) -> Float[Array, " n_aug"]:
+        """The initial state of the Mayer form: (x0, 0) with a running cost."""
+        if self.running_cost is None:
+            return self.x0
+        return jnp.concatenate([self.x0, jnp.zeros((1,))])
+
+    def augmented_dynamics(
+        self, x: Float[Array, " n_aug"], u: Float[Array, " m"]
+    ) -> Float[Array, " n_aug"]:
+        r"""$\tilde f(x, u) = (f(x_{1:n}, u), L(x_{1:n}, u))$, or $f$ alone."""
+        if self.running_cost is None:
+            return jnp.asarray(self.dynamics(x, u))
+        xs = x[: self.state_dim]
+        fx = jnp.asarray(self.dynamics(xs, u))
+        lx = jnp.asarray(self.running_cost(xs, u))
+        return jnp.concatenate([fx, lx[None]])
+
+    def augmented_endpoint_cost(self, x: Float[Array, " n_aug"]) -> Float[Array, ""]:
+        r"""$\tilde E(x) = E(x_{1:n}) + x_{n+1}$, or $E$ alone."""
+        if self.running_cost is None:
+            return jnp.asarray(self.endpoint_cost(x))
+        return jnp.asarray(self.endpoint_cost(x[: self.state_dim])) + x[-1]
+
+    def hamiltonian(
+        self,
+        costate: Float[Array, " n_aug"],
+        x: Float[Array, " n_aug"],
+        u: Float[Array, " m"],
+    ) -> Float[Array, ""]:
+        r"""The Pontryagin Hamiltonian $H(\lambda, x, u) = \lambda^T \tilde f(x, u)$
+        (paper eq. (5)); with a running cost the last costate component is 1 and
+        this is $\lambda^T f + L$."""
+        return jnp.dot(costate, self.augmented_dynamics(x, u))
+
+    def __repr__(self) -> str:
+        rc = "" if self.running_cost is None else ", running cost"
+        return (
+            f"OptimalControlProblem({self.name!r}: n={self.state_dim}, "
+            f"m={self.control_dim}, t in [{self.t0:g}, {self.tf:g}]{rc})"
+        )

@@ -1,0 +1,379 @@
+"""Built-in optimal control problems (`flow.problems`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.integrate
+
+from ._custom_types import Real, RealArrayLike
+from ._problem import OptimalControlProblem
+
+
+def _scalar_dynamics(x, u):
+    return -x + u - 0.1 * x**3
+
+
+def _scalar_endpoint(x):
+    return 0.5 * (x[0] - 1.0) ** 2
+
+
+def scalar_mayer() -> OptimalControlProblem:
+    r"""The paper's signature problem (eq. (4)): a scalar Mayer problem.
+
+    $\min\ E(x(1)) = \tfrac12 (x(1) - 1)^2$ subject to
+    $\dot x = -x + u - 0.1 x^3$, $x(0) = 0$, $t \in [0, 1]$; $n = m = 1$.
+
+    The dynamics are control-affine and nonlinear, and there is no running cost,
+    so every control that reaches $x(1) = 1$ is a minimiser: the minimisers form a
+    manifold of dimension $N - 1$ in $U$-space and the Hessian of $E^N$ has rank
+    $n = 1$ there (a marginally stable gradient flow).
+    """
+    return OptimalControlProblem(
+        _scalar_dynamics,
+        _scalar_endpoint,
+        x0=[0.0],
+        t0=0.0,
+        tf=1.0,
+        control_dim=1,
+        name="scalar_mayer",
+    )
+
+
+def scalar_regularized(rho: Real = 1.0) -> OptimalControlProblem:
+    r"""The signature problem with a control penalty (isolated minimiser).
+
+    $\min\ \tfrac12 (x(1) - 1)^2 + \int_0^1 \tfrac{\rho}{2} u^2\,dt$ subject to
+    $\dot x = -x + u - 0.1 x^3$, $x(0) = 0$. The running cost makes the Hessian
+    of $E^N$ equal to $\rho h I$ plus a positive semi-definite term near the
+    minimiser, so the minimiser is isolated and $\mathrm{eig}(\nabla^2 E^N)/h$
+    has a mesh-independent lower end $\rho$.
+
+    **Arguments:** `rho > 0`, the control weight.
+    """
+    rho = float(rho)
+    if not (np.isfinite(rho) and rho > 0):
+        raise ValueError(f"`rho` must be a finite positive number; got {rho}.")
+
+    def running(x, u):
+        return 0.5 * rho * jnp.sum(u**2)
+
+    return OptimalControlProblem(
+        _scalar_dynamics,
+        _scalar_endpoint,
+        x0=[0.0],
+        t0=0.0,
+        tf=1.0,
+        running_cost=running,
+        control_dim=1,
+        name="scalar_regularized" if rho == 1.0 else f"scalar_regularized(rho={rho:g})",
+    )
+
+
+def _lq_matrices(A, B, Q, R, S, x0):
+    A, B, Q, R, S, x0 = (
+        np.atleast_1d(np.asarray(a, dtype=np.float64)) for a in (A, B, Q, R, S, x0)
+    )
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"`A` must be a square (n, n) matrix; got shape {A.shape}.")
+    n = A.shape[0]
+    if B.ndim != 2 or B.shape[0] != n:
+        raise ValueError(f"`B` must have shape (n, m) = ({n}, m); got {B.shape}.")
+    m = B.shape[1]
+    for name, M, size in (("Q", Q, n), ("R", R, m), ("S", S, n)):
+        if M.shape != (size, size):
+            raise ValueError(f"`{name}` must have shape ({size}, {size}); got {M.shape}.")
+        if not np.allclose(M, M.T):
+            raise ValueError(f"`{name}` must be symmetric.")
+    if np.linalg.eigvalsh(R).min() <= 0:
+        raise ValueError("`R` must be symmetric positive definite.")
+    if x0.shape != (n,):
+        raise ValueError(f"`x0` must have shape ({n},); got {x0.shape}.")
+    return A, B, Q, R, S, x0
+
+
+def linear_quadratic(
+    A: RealArrayLike,
+    B: RealArrayLike,
+    Q: RealArrayLike,
+    R: RealArrayLike,
+    S: RealArrayLike,
+    x0: RealArrayLike,
+    T: Real,
+) -> OptimalControlProblem:
+    r"""A linear-quadratic problem of any size.
+
+    $\min\ \tfrac12 x(T)^T S x(T) + \int_0^T \tfrac12 (x^T Q x + u^T R u)\,dt$
+    subject to $\dot x = A x + B u$, $x(0) = x_0$, with $Q, S \succeq 0$,
+    $R \succ 0$. $E^N$ is quadratic in $U$ for every scheme here. The
+    continuous-time reference (Riccati) is [`riccati_reference`][] with the same
+    arguments.
+    """
+    A, B, Q, R, S, x0 = _lq_matrices(A, B, Q, R, S, x0)
+    Aj, Bj, Qj, Rj, Sj = (jnp.asarray(a) for a in (A, B, Q, R, S))
+
+    def dynamics(x, u):
+        return Aj @ x + Bj @ u
+
+    def endpoint(x):
+        return 0.5 * x @ (Sj @ x)
+
+    def running(x, u):
+        return 0.5 * (x @ (Qj @ x) + u @ (Rj @ u))
+
+    return OptimalControlProblem(
+        dynamics,
+        endpoint,
+        x0=x0,
+        t0=0.0,
+        tf=float(T),
+        running_cost=running,
+        control_dim=B.shape[1],
+        name=f"linear_quadratic(n={A.shape[0]}, m={B.shape[1]})",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RiccatiReference:
+    r"""The continuous-time LQ solution: optimal cost $\tfrac12 x_0^T P(0) x_0$,
+    and on the times `ts`: $P(t)$, the optimal state $x^*(t)$ and control
+    $u^*(t) = -R^{-1} B^T P(t) x^*(t)$."""
+
+    cost: float
+    ts: np.ndarray
+    P: np.ndarray
+    x: np.ndarray
+    u: np.ndarray
+
+
+def riccati_reference(
+    A: RealArrayLike,
+    B: RealArrayLike,
+    Q: RealArrayLike,
+    R: RealArrayLike,
+    S: RealArrayLike,
+    x0: RealArrayLike,
+    T: Real,
+    ts: RealArrayLike | None = None,
+    *,
+    rtol: Real = 1e-12,
+    atol: Real = 1e-14,
+) -> RiccatiReference:
+    r"""Solve the Riccati equation of [`linear_quadratic`][] with scipy (DOP853).
+
+    $-\dot P = A^T P + P A - P B R^{-1} B^T P + Q$, $P(T) = S$, integrated
+    backwards; then $\dot x = (A - B R^{-1} B^T P) x$ forwards. Independent of
+    the rest of this package (numpy/scipy only), for use as a test reference.
+    """
+    A, B, Q, R, S, x0 = _lq_matrices(A, B, Q, R, S, x0)
+    n = A.shape[0]
+    Rinv_Bt = np.linalg.solve(R, B.T)
+    T = float(T)
+    ts = np.linspace(0.0, T, 101) if ts is None else np.asarray(ts, dtype=np.float64)
+
+    def riccati(t, p):
+        P = p.reshape(n, n)
+        dP = -(A.T @ P + P @ A - P @ B @ Rinv_Bt @ P + Q)
+        return dP.reshape(-1)
+
+    sol_P = scipy.integrate.solve_ivp(
+        riccati,
+        (T, 0.0),
+        S.reshape(-1),
+        method="DOP853",
+        rtol=rtol,
+        atol=atol,
+        dense_output=True,
+    )
+    P_of = lambda t: sol_P.sol(t).reshape(n, n)  # noqa: E731
+
+    def closed_loop(t, x):
+        return (A - B @ Rinv_Bt @ P_of(t)) @ x
+
+    sol_x = scipy.integrate.solve_ivp(
+        closed_loop,
+        (0.0, T),
+        x0,
+        method="DOP853",
+        rtol=rtol,
+        atol=atol,
+        dense_output=True,
+    )
+    P_ts = np.stack([P_of(t) for t in ts])
+    x_ts = sol_x.sol(ts).T
+    u_ts = -np.einsum("ij,tjk,tk->ti", Rinv_Bt, P_ts, x_ts)
+    cost = 0.5 * x0 @ P_of(0.0) @ x0
+    return RiccatiReference(cost=float(cost), ts=ts, P=P_ts, x=x_ts, u=u_ts)
+
+
+def van_der_pol() -> OptimalControlProblem:
+    r"""The Van der Pol oscillator, the classic direct single shooting benchmark.
+
+    $\dot x_1 = (1 - x_2^2) x_1 - x_2 + u$, $\dot x_2 = x_1$, $x(0) = (0, 1)$,
+    $t \in [0, 10]$, cost $\int_0^{10} (x_1^2 + x_2^2 + u^2)\,dt$ (the CasADi
+    and ACADO example). $n = 2$, $m = 1$, no endpoint cost. The flow's Jacobian is
+    stiff: at N = 200 (Euler) the eigenvalues of $\nabla^2 E^N / h$ at the optimum
+    span roughly [2, 5e4], and the Hessian is indefinite at $U = 0$.
+    """
+
+    def dynamics(x, u):
+        return jnp.stack([(1.0 - x[1] ** 2) * x[0] - x[1] + u[0], x[0]])
+
+    def endpoint(x):
+        return jnp.zeros((), dtype=x.dtype)
+
+    def running(x, u):
+        return x[0] ** 2 + x[1] ** 2 + u[0] ** 2
+
+    return OptimalControlProblem(
+        dynamics,
+        endpoint,
+        x0=[0.0, 1.0],
+        t0=0.0,
+        tf=10.0,
+        running_cost=running,
+        control_dim=1,
+        name="van_der_pol",
+    )
+
+
+def cart_pole(
+    T: Real = 2.0, terminal_weight: float = 100.0, control_weight: float = 0.01
+) -> OptimalControlProblem:
+    r"""Cart-pole swing-up with a terminal penalty (n = 4, m = 1).
+
+    State $x = (p, \theta, \dot p, \dot\theta)$ with $\theta = 0$ hanging down
+    and $\theta = \pi$ upright; force $u$ on the cart; cart mass 1, pole mass
+    0.1, pole length 0.5, $g = 9.81$ (the frictionless model of Barto, Sutton
+    and Anderson, 1983, in the form of Tedrake's *Underactuated Robotics*):
+
+    $\ddot p = \frac{u + m_p \sin\theta (l \dot\theta^2 + g\cos\theta)}
+                    {m_c + m_p \sin^2\theta}$,
+    $\ddot\theta = \frac{-u\cos\theta - m_p l \dot\theta^2 \cos\theta\sin\theta
+                    - (m_c + m_p) g \sin\theta}{l (m_c + m_p \sin^2\theta)}$.
+
+    Cost $\tfrac{w_T}{2} \|x(T) - (0, \pi, 0, 0)\|^2 + \int_0^T \tfrac{w_u}{2} u^2 dt$
+    from rest hanging down. Strongly nonconvex: many local minimisers.
+    """
+    mc, mp, l, g = 1.0, 0.1, 0.5, 9.81
+    target = jnp.array([0.0, jnp.pi, 0.0, 0.0])
+
+    def dynamics(x, u):
+        _, th, pd, thd = x[0], x[1], x[2], x[3]
+        s, c = jnp.sin(th), jnp.cos(th)
+        den = mc + mp * s**2
+        pdd = (u[0] + mp * s * (l * thd**2 + g * c)) / den
+        thdd = (-u[0] * c - mp * l * thd**2 * c * s - (mc + mp) * g * s) / (l * den)
+        return jnp.stack([pd, thd, pdd, thdd])
+
+    def endpoint(x):
+        return 0.5 * terminal_weight * jnp.sum((x - target) ** 2)
+
+    def running(x, u):
+        return 0.5 * control_weight * jnp.sum(u**2)
+
+    return OptimalControlProblem(
+        dynamics,
+        endpoint,
+        x0=[0.0, 0.0, 0.0, 0.0],
+        t0=0.0,
+        tf=float(T),
+        running_cost=running,
+        control_dim=1,
+        name="cart_pole",
+    )
+
+
+def unicycle(T: Real = 2.0, terminal_weight: float = 10.0) -> OptimalControlProblem:
+    r"""A unicycle (Dubins-type car) steered to a target pose (n = 3, m = 2).
+
+    $\dot p_x = v\cos\theta$, $\dot p_y = v\sin\theta$, $\dot\theta = \omega$ with
+    controls $u = (v, \omega)$, from $(0, 0, 0)$; cost
+    $\tfrac{w_T}{2}\|x(T) - (1, 1, \pi/2)\|^2 + \int_0^T \tfrac12 (v^2 + \omega^2)
+    dt$. Nonlinear in both state and control (bilinear $v\cos\theta$).
+    """
+    target = jnp.array([1.0, 1.0, jnp.pi / 2])
+
+    def dynamics(x, u):
+        return jnp.stack([u[0] * jnp.cos(x[2]), u[0] * jnp.sin(x[2]), u[1]])
+
+    def endpoint(x):
+        return 0.5 * terminal_weight * jnp.sum((x - target) ** 2)
+
+    def running(x, u):
+        return 0.5 * jnp.sum(u**2)
+
+    return OptimalControlProblem(
+        dynamics,
+        endpoint,
+        x0=[0.0, 0.0, 0.0],
+        t0=0.0,
+        tf=float(T),
+        running_cost=running,
+        control_dim=2,
+        name="unicycle",
+    )
+
+
+def _default_lq() -> OptimalControlProblem:
+    """The built-in LQ example: `linear_quadratic(**DEFAULT_LQ)`, a damped
+    oscillator with two inputs on [0, 2]."""
+    return linear_quadratic(**DEFAULT_LQ)
+
+
+#: The arguments of the built-in `linear_quadratic` example (a damped oscillator
+#: with two inputs).
+DEFAULT_LQ: dict[str, Any] = dict(
+    A=[[0.0, 1.0], [-1.0, -0.2]],
+    B=[[0.0, 0.0], [1.0, 0.5]],
+    Q=[[1.0, 0.0], [0.0, 0.5]],
+    R=[[1.0, 0.0], [0.0, 2.0]],
+    S=[[2.0, 0.0], [0.0, 1.0]],
+    x0=[1.0, 0.0],
+    T=2.0,
+)
+
+#: name -> (factory with default arguments, one-line description).
+BUILTIN: dict[str, tuple[Callable[[], OptimalControlProblem], str]] = {
+    "scalar_regularized": (
+        scalar_regularized,
+        "x' = -x + u - 0.1x^3, cost (x(1)-1)^2/2 + int u^2/2 (isolated minimiser; default)",
+    ),
+    "scalar_mayer": (
+        scalar_mayer,
+        "the paper's signature Mayer problem: endpoint cost only (manifold of minimisers)",
+    ),
+    "linear_quadratic": (
+        _default_lq,
+        "2-state, 2-input LQ problem with a Riccati reference solution",
+    ),
+    "van_der_pol": (
+        van_der_pol,
+        "Van der Pol oscillator, T = 10, int x1^2 + x2^2 + u^2 (stiff gradient flow)",
+    ),
+    "cart_pole": (
+        cart_pole,
+        "cart-pole swing-up, n = 4, terminal penalty (nonconvex)",
+    ),
+    "unicycle": (
+        unicycle,
+        "unicycle to a target pose, n = 3, m = 2",
+    ),
+}
+
+DEFAULT_PROBLEM = "scalar_regularized"
+
+
+def get(name: str) -> OptimalControlProblem:
+    """The built-in problem `name` with its default arguments (see `BUILTIN`)."""
+    try:
+        factory, _ = BUILTIN[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown problem {name!r}; built-in problems are {sorted(BUILTIN)}."
+        ) from None
+    return factory()

@@ -1,0 +1,21 @@
+"""Built-in optimal control problems.
+
+Each factory returns an [`OptimalControlProblem`][flow.OptimalControlProblem];
+`BUILTIN` maps a name to its factory (default arguments) and a one-line
+description, and [`get`][flow.problems.get] looks one up by name.
+"""
+
+from ._problems import (
+    BUILTIN as BUILTIN,
+    DEFAULT_LQ as DEFAULT_LQ,
+    DEFAULT_PROBLEM as DEFAULT_PROBLEM,
+    RiccatiReference as RiccatiReference,
+    cart_pole as cart_pole,
+    get as get,
+    linear_quadratic as linear_quadratic,
+    riccati_reference as riccati_reference,
+    scalar_mayer as scalar_mayer,
+    scalar_regularized as scalar_regularized,
+    unicycle as unicycle,
+    van_der_pol as van_der_pol,
+)

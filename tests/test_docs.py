@@ -1,0 +1,49 @@
+"""Docs: the tutorials run, and every public symbol has a docstring."""
+
+import inspect
+import pathlib
+import runpy
+
+import pytest
+
+import flow
+import flow.problems
+import stability
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
+def test_tutorial_runs(path, capsys):
+    runpy.run_path(str(path), run_name="__main__")
+    assert capsys.readouterr().out.strip()
+
+
+def test_there_are_tutorials():
+    assert TUTORIALS
+
+
+def _public(module):
+    for name in dir(module):
+        if name.startswith("_"):
+            continue
+        obj = getattr(module, name)
+        if inspect.ismodule(obj) or not (inspect.isclass(obj) or callable(obj)):
+            continue
+        yield name, obj
+
+
+@pytest.mark.parametrize("module", [flow, flow.problems, stability], ids=lambda m: m.__name__)
+def test_every_public_symbol_is_documented(module):
+    missing = [name for name, obj in _public(module) if not inspect.getdoc(obj)]
+    assert not missing, f"undocumented public symbols in {module.__name__}: {missing}"
+
+
+def test_public_methods_are_documented():
+    for cls in (flow.Shooting, flow.OptimalControlProblem, flow.GradientCheck):
+        for name, member in inspect.getmembers(cls):
+            if name.startswith("_") or not (callable(member) or isinstance(member, property)):
+                continue
+            assert inspect.getdoc(member), f"{cls.__name__}.{name} has no docstring"
