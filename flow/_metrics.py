@@ -1,0 +1,254 @@
+r"""Metrics M of the optimizer U <- U - alpha M^{-1} grad E^N (paper eqs. (37), (38)).
+
+Each metric applies $M^{-1}$ to a gradient matrix-free. [`AbstractMetric.solve`][]
+returns the direction $D = M^{-1} G$ and a flag `ok` that is False only when a
+metric could not produce a descent direction and fell back to $D = G$ (Newton on
+an indefinite Hessian); callers report it.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ._shooting import Shooting
+
+
+class AbstractMetric(eqx.Module):
+    r"""A metric $M$ (symmetric positive definite) on the control space $\mathbb{R}^{N
+    \times m}$, used as $F(U) = -M^{-1}\nabla E^N(U)$ (eq. (50)).
+
+    Subclasses implement [`solve`][]; `constant` says whether $M$ is independent of
+    $U$ (then the flow's Jacobian at an equilibrium is $-M^{-1}\nabla^2 E^N$).
+    """
+
+    constant: ClassVar[bool]
+    name: ClassVar[str]
+
+    def prepare(self, shooting: Shooting, U0: Float[Array, "N m"]) -> AbstractMetric:
+        """The metric to use from the start point `U0` on (default: itself).
+
+        Metrics that are evaluated once, such as [`DiagonalHessian`][], return a
+        constant metric here.
+        """
+        del shooting, U0
+        return self
+
+    @abc.abstractmethod
+    def solve(
+        self, shooting: Shooting, U: Float[Array, "N m"], G: Float[Array, "N m"]
+    ) -> tuple[Float[Array, "N m"], Bool[Array, ""]]:
+        r"""$(M^{-1} G, \text{ok})$ at the point `U`."""
+
+    def apply_inverse(
+        self, shooting: Shooting, U: Float[Array, "N m"], G: Float[Array, "N m"]
+    ) -> Float[Array, "N m"]:
+        r"""$M^{-1} G$ at the point `U` (the direction of [`solve`][])."""
+        return self.solve(shooting, U, G)[0]
+
+
+class AbstractDiagonalMetric(AbstractMetric):
+    r"""A constant diagonal metric $M = \mathrm{diag}(d)$, $d > 0$ of shape (N, m)."""
+
+    constant: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def diagonal(self, shooting: Shooting) -> Float[Array, "N m"]:
+        """The diagonal d of M, shape (N, m), positive."""
+
+    def solve(self, shooting, U, G):
+        del U
+        return G / self.diagonal(shooting), jnp.array(True)
+
+
+class Identity(AbstractDiagonalMetric):
+    r"""$M = I$: the gradient method, eq. (38). $F = -\nabla E^N = -h\,\partial H/\partial U$
+    (Euler), so the flow's spectrum shrinks like $h$ as the grid is refined."""
+
+    name: ClassVar[str] = "identity"
+
+    def diagonal(self, shooting):
+        return jnp.ones(shooting.control_shape)
+
+
+class Hamiltonian(AbstractDiagonalMetric):
+    r"""$M = \mathrm{diag}(h_k) \otimes I_m$, the $L^2$ (Hamiltonian) metric.
+
+    $F = -M^{-1}\nabla E^N = -\partial H/\partial U$ exactly for Euler (Lemma 2):
+    the flow of the indirect method, with a mesh-independent spectrum (the
+    paper's remedy, section 6.2: $\alpha h = 1$ on uniform grids).
+    """
+
+    name: ClassVar[str] = "hamiltonian"
+
+    def diagonal(self, shooting):
+        return jnp.broadcast_to(shooting.steps[:, None], shooting.control_shape)
+
+
+class Diagonal(AbstractDiagonalMetric):
+    r"""A user-given constant diagonal metric $M = \mathrm{diag}(d)$, $d > 0$, (N, m)."""
+
+    name: ClassVar[str] = "diagonal"
+    d: Float[Array, "N m"]
+
+    def __init__(self, d: Any):
+        d_np = np.asarray(d, dtype=np.float64)
+        if d_np.ndim != 2:
+            raise ValueError(f"`d` must have shape (N, m); got {d_np.shape}.")
+        if not (np.all(np.isfinite(d_np)) and np.all(d_np > 0)):
+            raise ValueError("`d` must be finite and positive.")
+        self.d = jnp.asarray(d_np)
+
+    def diagonal(self, shooting):
+        if self.d.shape != shooting.control_shape:
+            raise ValueError(
+                f"`d` has shape {self.d.shape}; the controls have shape {shooting.control_shape}."
+            )
+        return self.d
+
+
+class DiagonalHessian(AbstractMetric):
+    r"""The diagonal of the Hessian, evaluated once at the start point:
+    $M = \mathrm{diag}(\max(|\mathrm{diag}\,\nabla^2 E^N(U_0)|, \text{floor}\cdot
+    \max|\mathrm{diag}|))$ (a Jacobi-type approximate Hessian).
+
+    The exact diagonal costs $Nm$ Hessian-vector products (the Hessian of a
+    shooting problem is dense), so `prepare` refuses $Nm >$ `max_size`; pass a
+    [`Diagonal`][] for larger problems. Use the metric through `prepare(...)`
+    (done by `gradient_flow` and `descend`).
+    """
+
+    constant: ClassVar[bool] = True
+    name: ClassVar[str] = "diagonal-hessian"
+    floor: float = 1e-8
+    max_size: int = 4096
+
+    def prepare(self, shooting, U0):
+        H = shooting.hessian(U0, max_size=self.max_size)
+        d = jnp.abs(jnp.diag(H))
+        d = jnp.maximum(d, self.floor * jnp.max(d))
+        if not bool(jnp.all(d > 0)):
+            raise ValueError("`DiagonalHessian`: the Hessian's diagonal vanishes at U0.")
+        return Diagonal(np.asarray(d).reshape(shooting.control_shape))
+
+    def solve(self, shooting, U, G):
+        raise TypeError(
+            "DiagonalHessian must be prepared at a start point first: "
+            "metric.prepare(shooting, U0) (gradient_flow and descend do this)."
+        )
+
+
+class Newton(AbstractMetric):
+    r"""$M = \nabla^2 E^N(U) + \mu I$: Newton's method ($\mu$ = `damping` $\ge 0$).
+
+    $M^{-1} G$ is a conjugate-gradient solve (lineax `CG`) on Hessian-vector
+    products; nothing $Nm \times Nm$ is formed. CG is only valid for a positive
+    definite $M$. When the solve fails or the result is not a descent direction
+    with positive curvature ($G \cdot D \le 0$ or $D \cdot M D \le 0$: an indefinite
+    Hessian), the metric falls back to the gradient direction $D = G$ and returns
+    `ok = False`; `descend` counts these steps and `gradient_flow` reports them,
+    so Newton never ascends silently. Levenberg-Marquardt damping ($\mu > 0$)
+    widens the region where the Newton direction is used.
+    """
+
+    constant: ClassVar[bool] = False
+    name: ClassVar[str] = "newton"
+    damping: float = 0.0
+    rtol: float = 1e-10
+    atol: float = 1e-14
+    max_steps: int = 500
+
+    def solve(self, shooting, U, G):
+        mu = self.damping
+
+        def mv(V):
+            return shooting.hessian_vector_product(U, V) + mu * V
+
+        struct = jax.ShapeDtypeStruct(G.shape, G.dtype)
+        op = lx.FunctionLinearOperator(mv, struct, tags=(lx.positive_semidefinite_tag,))
+        sol = lx.linear_solve(
+            op,
+            G,
+            lx.CG(rtol=self.rtol, atol=self.atol, max_steps=self.max_steps),
+            throw=False,
+        )
+        D = sol.value
+        curvature = jnp.vdot(D, mv(D))
+        ok = (
+            (sol.result == lx.RESULTS.successful)
+            & (jnp.vdot(G, D) > 0)
+            & (curvature > 0)
+            & jnp.all(jnp.isfinite(D))
+        )
+        # G == 0 exactly: D = 0 is the right answer.
+        ok = ok | jnp.all(G == 0)
+        return jnp.where(ok, D, G), ok
+
+
+class Fixed(AbstractMetric):
+    r"""A constant user metric $M$: a dense SPD matrix of shape (N*m, N*m) (row-major
+    order of `U.reshape(-1)`) or a `lineax` operator on arrays of shape (N, m)
+    tagged positive semi-definite (for example a BFGS matrix from a previous run).
+
+    Dense matrices are solved by Cholesky, operators by CG.
+    """
+
+    constant: ClassVar[bool] = True
+    name: ClassVar[str] = "fixed"
+    operator: lx.AbstractLinearOperator
+    solver: lx.AbstractLinearSolver
+
+    def __init__(self, operator: Any, *, rtol: float = 1e-12, atol: float = 1e-14):
+        if isinstance(operator, lx.AbstractLinearOperator):
+            if not lx.is_positive_semidefinite(operator):
+                raise ValueError(
+                    "`operator` must be tagged lx.positive_semidefinite_tag (an SPD metric)."
+                )
+            self.operator = operator
+            self.solver = lx.CG(rtol=rtol, atol=atol)
+            return
+        M = np.asarray(operator, dtype=np.float64)
+        if M.ndim != 2 or M.shape[0] != M.shape[1]:
+            raise ValueError(f"`operator` must be a square (N*m, N*m) matrix; got {M.shape}.")
+        if not np.allclose(M, M.T, rtol=1e-12, atol=0):
+            raise ValueError("`operator` must be symmetric.")
+        try:
+            np.linalg.cholesky(M)
+        except np.linalg.LinAlgError:
+            raise ValueError("`operator` must be positive definite.") from None
+        self.operator = lx.MatrixLinearOperator(jnp.asarray(M), lx.positive_semidefinite_tag)
+        self.solver = lx.Cholesky()
+
+    def solve(self, shooting, U, G):
+        del U
+        if isinstance(self.operator, lx.MatrixLinearOperator):
+            size = self.operator.matrix.shape[0]
+            if size != G.size:
+                raise ValueError(f"`operator` has size {size}; the controls have N*m = {G.size}.")
+            sol = lx.linear_solve(self.operator, G.reshape(-1), self.solver)
+            return sol.value.reshape(G.shape), jnp.array(True)
+        sol = lx.linear_solve(self.operator, G, self.solver)
+        return sol.value, jnp.array(True)
+
+
+METRICS: dict[str, type[AbstractMetric]] = {
+    "identity": Identity,
+    "hamiltonian": Hamiltonian,
+    "newton": Newton,
+    "diagonal-hessian": DiagonalHessian,
+}
+
+
+def metric_from_name(name: str) -> AbstractMetric:
+    """`"identity" | "hamiltonian" | "newton" | "diagonal-hessian"` -> a metric."""
+    try:
+        return METRICS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"`metric` must be one of {sorted(METRICS)}; got {name!r}.") from None
