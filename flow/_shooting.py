@@ -147,7 +147,7 @@ class Shooting(eqx.Module):
         if method == "autodiff":
             return _grad(self, U)
         if method == "costate":
-            return _adjoint(self, U)[2]
+            return _costate_gradient(self, U)
         return _fd_gradient(self, U)
 
     def hessian_vector_product(self, U: Any, V: Any) -> Float[Array, "N m"]:
@@ -221,20 +221,30 @@ def _final_state(sh: Shooting, U: Array) -> Array:
         u, h = inp
         return _step(sh, x, u, h), None
 
+    # Under reverse-mode AD save only the carried state x_k per step and recompute
+    # the step's internals on the way back: the residuals of a full save are
+    # several times larger, and at N ~ 10^6 their allocation (page faults on fresh
+    # scratch memory) dominated the gradient's cost (benchmarks/README.md).
+    body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
     xN, _ = jax.lax.scan(body, sh.problem.augmented_x0(), (U, sh.steps))
     return xN
 
 
-@eqx.filter_jit
-def _states(sh: Shooting, U: Array) -> Array:
+def _forward(sh: Shooting, U: Array) -> tuple[Array, Array]:
+    """(x_0, ..., x_{N-1}) stacked, and x_N."""
+
     def body(x, inp):
         u, h = inp
-        x_next = _step(sh, x, u, h)
-        return x_next, x_next
+        return _step(sh, x, u, h), x
 
-    x0 = sh.problem.augmented_x0()
-    _, xs = jax.lax.scan(body, x0, (U, sh.steps))
-    return jnp.concatenate([x0[None], xs], axis=0)
+    xN, xs = jax.lax.scan(body, sh.problem.augmented_x0(), (U, sh.steps))
+    return xs, xN
+
+
+@eqx.filter_jit
+def _states(sh: Shooting, U: Array) -> Array:
+    xs, xN = _forward(sh, U)
+    return jnp.concatenate([xs, xN[None]], axis=0)
 
 
 def _cost_impl(sh: Shooting, U: Array) -> Array:
@@ -249,20 +259,32 @@ def _grad(sh: Shooting, U: Array) -> Array:
     return jax.grad(_cost_impl, argnums=1)(sh, U)
 
 
-@eqx.filter_jit
-def _adjoint(sh: Shooting, U: Array) -> tuple[Array, Array, Array]:
-    """States, costates (23)/(25) and the costate gradient, by hand."""
-    xs = _states(sh, U)
-    lam_last = jax.grad(sh.problem.augmented_endpoint_cost)(xs[-1])
+def _adjoint_impl(sh: Shooting, U: Array, keep_costates: bool):
+    """The discrete adjoint (23)/(25) by hand: states x_0..x_{N-1}, costates and
+    dE^N/du_k = (dPhi/du)^T lambda_k."""
+    xs, xN = _forward(sh, U)
+    lam_last = jax.grad(sh.problem.augmented_endpoint_cost)(xN)
 
     def body(lam, inp):  # lam = lambda_k
         x, u, h = inp
         _, vjp = jax.vjp(lambda x_, u_: _step(sh, x_, u_, h), x, u)
         lam_prev, g = vjp(lam)  # lambda_{k-1}, dE^N/du_k
-        return lam_prev, (lam, g)
+        return lam_prev, ((lam, g) if keep_costates else g)
 
-    _, (lams, grads) = jax.lax.scan(body, lam_last, (xs[:-1], U, sh.steps), reverse=True)
+    _, out = jax.lax.scan(body, lam_last, (xs, U, sh.steps), reverse=True)
+    return xs, out
+
+
+@eqx.filter_jit
+def _adjoint(sh: Shooting, U: Array) -> tuple[Array, Array, Array]:
+    """States x_0..x_{N-1}, costates, and the costate gradient."""
+    xs, (lams, grads) = _adjoint_impl(sh, U, True)
     return xs, lams, grads
+
+
+@eqx.filter_jit
+def _costate_gradient(sh: Shooting, U: Array) -> Array:
+    return _adjoint_impl(sh, U, False)[1]
 
 
 @eqx.filter_jit
@@ -274,7 +296,7 @@ def _hamiltonian_gradient(sh: Shooting, U: Array) -> Array:
         def du_h(lam, x, u):
             return jax.grad(problem.hamiltonian, argnums=2)(lam, x, u)
 
-        return jax.vmap(du_h)(lams, xs[:-1], U)
+        return jax.vmap(du_h)(lams, xs, U)
     return grads / sh.steps[:, None]
 
 
