@@ -17,6 +17,14 @@ from ._check import (  # noqa: E402
     check_gradients as check_gradients,
     probe_control as probe_control,
 )
+from ._compare import Comparison as Comparison, compare as compare  # noqa: E402
+from ._descent import DescentTrace as DescentTrace, descend as descend  # noqa: E402
+from ._gradient_flow import (  # noqa: E402
+    FlowSolution as FlowSolution,
+    gradient_flow as gradient_flow,
+    stiff_solver as stiff_solver,
+    vector_field as vector_field,
+)
 from ._problem import OptimalControlProblem as OptimalControlProblem  # noqa: E402
 from ._schemes import (  # noqa: E402
     RK4 as RK4,
@@ -26,6 +34,18 @@ from ._schemes import (  # noqa: E402
     scheme_from_name as scheme_from_name,
 )
 from ._shooting import Shooting as Shooting, shoot as shoot  # noqa: E402
+from ._status import (  # noqa: E402
+    RESULTS as RESULTS,
+    ConvergenceError as ConvergenceError,
+    DivergenceError as DivergenceError,
+)
+from ._steps import (  # noqa: E402
+    LBFGS as LBFGS,
+    AbstractStepRule as AbstractStepRule,
+    Armijo as Armijo,
+    Constant as Constant,
+    HamiltonianStep as HamiltonianStep,
+)
 
 
 __version__ = importlib.metadata.version("gradient-flow-analyzer")

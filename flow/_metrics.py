@@ -148,22 +148,23 @@ class DiagonalHessian(AbstractMetric):
 class Newton(AbstractMetric):
     r"""$M = \nabla^2 E^N(U) + \mu I$: Newton's method ($\mu$ = `damping` $\ge 0$).
 
-    $M^{-1} G$ is a conjugate-gradient solve (lineax `CG`) on Hessian-vector
-    products; nothing $Nm \times Nm$ is formed. CG is only valid for a positive
-    definite $M$. When the solve fails or the result is not a descent direction
-    with positive curvature ($G \cdot D \le 0$ or $D \cdot M D \le 0$: an indefinite
-    Hessian), the metric falls back to the gradient direction $D = G$ and returns
-    `ok = False`; `descend` counts these steps and `gradient_flow` reports them,
-    so Newton never ascends silently. Levenberg-Marquardt damping ($\mu > 0$)
-    widens the region where the Newton direction is used.
+    $M^{-1} G$ is computed by conjugate gradients on Hessian-vector products
+    (line-search Newton-CG, Nocedal and Wright, Algorithm 7.1); nothing
+    $Nm \times Nm$ is formed. CG runs until the residual is below
+    `rtol` $\|G\|$ (or `max_steps`). When $M$ is positive definite this is the
+    Newton direction. When CG meets a direction of non-positive curvature
+    ($p^T M p \le 0$: an indefinite Hessian) it stops there and returns the last
+    iterate, which is always a descent direction ($G\cdot D > 0$); if that happens
+    at the first iteration it returns $D = G\,\|G\|^2 / |G^T M G|$ (steepest
+    descent with the curvature's scale). Either way `ok = False` is returned, and
+    `descend` counts such steps as fallback steps: Newton never ascends silently.
     """
 
     constant: ClassVar[bool] = False
     name: ClassVar[str] = "newton"
     damping: float = 0.0
     rtol: float = 1e-10
-    atol: float = 1e-14
-    max_steps: int = 500
+    max_steps: int = 2000
 
     def solve(self, shooting, U, G):
         mu = self.damping
@@ -171,25 +172,46 @@ class Newton(AbstractMetric):
         def mv(V):
             return shooting.hessian_vector_product(U, V) + mu * V
 
-        struct = jax.ShapeDtypeStruct(G.shape, G.dtype)
-        op = lx.FunctionLinearOperator(mv, struct, tags=(lx.positive_semidefinite_tag,))
-        sol = lx.linear_solve(
-            op,
-            G,
-            lx.CG(rtol=self.rtol, atol=self.atol, max_steps=self.max_steps),
-            throw=False,
-        )
-        D = sol.value
-        curvature = jnp.vdot(D, mv(D))
-        ok = (
-            (sol.result == lx.RESULTS.successful)
-            & (jnp.vdot(G, D) > 0)
-            & (curvature > 0)
-            & jnp.all(jnp.isfinite(D))
-        )
-        # G == 0 exactly: D = 0 is the right answer.
-        ok = ok | jnp.all(G == 0)
-        return jnp.where(ok, D, G), ok
+        return _newton_cg(mv, G, self.rtol, self.max_steps)
+
+
+def _newton_cg(mv, G, rtol, max_steps):
+    """Truncated CG for M D = G stopping at non-positive curvature (see Newton)."""
+    gg = jnp.vdot(G, G)
+    tol2 = (rtol**2) * gg
+
+    def cond(c):
+        return c["running"]
+
+    def body(c):
+        p, r, x, rr, j = c["p"], c["r"], c["x"], c["rr"], c["j"]
+        Mp = mv(p)
+        curv = jnp.vdot(p, Mp)
+        negative = curv <= 1e-300 * jnp.vdot(p, p)
+        a = rr / jnp.where(negative, 1.0, curv)
+        x_new = x + a * p
+        r_new = r - a * Mp
+        rr_new = jnp.vdot(r_new, r_new)
+        p_new = r_new + (rr_new / rr) * p
+        # at the first iteration, negative curvature -> scaled steepest descent
+        first = j == 0
+        x_neg = jnp.where(first, G * gg / jnp.maximum(jnp.abs(curv), 1e-300), x)
+        x_out = jnp.where(negative, x_neg, x_new)
+        done = negative | (rr_new <= tol2) | (j + 1 >= max_steps)
+        return dict(p=p_new, r=r_new, x=x_out, rr=rr_new, j=j + 1, running=~done, negative=negative)
+
+    init = dict(
+        p=G,
+        r=G,
+        x=jnp.zeros_like(G),
+        rr=gg,
+        j=jnp.array(0),
+        running=gg > 0,
+        negative=jnp.array(False),
+    )
+    out = jax.lax.while_loop(cond, body, init)
+    converged = (out["rr"] <= tol2) | (gg == 0)
+    return out["x"], converged & ~out["negative"]
 
 
 class Fixed(AbstractMetric):

@@ -116,3 +116,25 @@ def rel(a, b):
 def fit_order(hs, errs):
     """Slope of log(err) against log(h), least squares."""
     return np.polyfit(np.log(hs), np.log(errs), 1)[0]
+
+
+def lq_euler_quadratic(A, B, Q, R, S, x0, T, N):
+    """E^N(U) = U^T H U / 2 + b^T U + c for forward Euler on an LQ problem, assembled
+    from the matrices (U flattened row-major, m inputs). Returns (H, b, c)."""
+    A, B, Q, R, S, x0 = (np.atleast_2d(np.asarray(v, dtype=float)) for v in (A, B, Q, R, S, x0))
+    x0 = x0.reshape(-1)
+    n, m = B.shape
+    h = T / N
+    Phi = np.eye(n) + h * A
+    G = [np.zeros((n, N * m))]  # x_k = G_k U + c_k
+    c = [x0]
+    for k in range(N):
+        Gk = Phi @ G[-1]
+        Gk[:, k * m : (k + 1) * m] += h * B
+        G.append(Gk)
+        c.append(Phi @ c[-1])
+    H = sum(h * G[k].T @ Q @ G[k] for k in range(N)) + np.kron(np.eye(N), h * R)
+    H = H + G[N].T @ S @ G[N]
+    b = sum(h * G[k].T @ Q @ c[k] for k in range(N)) + G[N].T @ S @ c[N]
+    const = 0.5 * sum(h * c[k] @ Q @ c[k] for k in range(N)) + 0.5 * c[N] @ S @ c[N]
+    return H, b, const

@@ -1,0 +1,111 @@
+r"""The discrete iterates (37) against the gradient flow (50) at tau_i = sum of steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._descent import DescentTrace
+from ._gradient_flow import FlowSolution
+from ._shooting import Shooting, _cost_impl
+
+
+class Comparison(eqx.Module):
+    r"""Result of [`compare`][]: iterate $i$ of the descent against $U(\tau_i)$,
+    $\tau_i = \sum_{j<i}\alpha_j$, for the iterates with $\tau_i$ inside the window.
+
+    - `tau`: $\tau_i$; `distance`: $\|U_i - U(\tau_i)\|_\infty$;
+    - `max_distance`: its maximum over the window;
+    - `descent_cost`, `flow_cost`: $E^N(U_i)$ and $E^N(U(\tau_i))$;
+    - `descent_residual`, `flow_residual`: the Hamiltonian residuals
+      $\max_k|\nabla_{u_k}E^N/h_k|$ of both.
+    """
+
+    tau: Float[Array, " K"]
+    distance: Float[Array, " K"]
+    max_distance: float
+    descent_cost: Float[Array, " K"]
+    flow_cost: Float[Array, " K"]
+    descent_residual: Float[Array, " K"]
+    flow_residual: Float[Array, " K"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary of the curves."""
+        return {
+            k: (v if isinstance(v, float) else np.asarray(v).tolist())
+            for k, v in ((f, getattr(self, f)) for f in self.__dataclass_fields__)
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Comparison({self.tau.shape[0]} iterates up to tau={float(self.tau[-1]):.4g}: "
+            f"max distance {self.max_distance:.3e})"
+        )
+
+
+def compare(
+    trace: DescentTrace,
+    flow_solution: FlowSolution,
+    *,
+    tau_max: float | None = None,
+) -> Comparison:
+    r"""Compare a [`DescentTrace`][flow.DescentTrace] with a
+    [`FlowSolution`][flow.FlowSolution] of the same problem, start and metric.
+
+    Forward Euler is first order: on a fixed window $[0, \tau_{max}]$ the maximum
+    distance is $O(\alpha)$, so halving the step halves it.
+
+    **Arguments:** `trace` (with iterates saved; it carries its `shooting`); `flow_solution`
+    (with dense output, `SaveAt(dense=True)`); `tau_max`, the window (default:
+    every iterate up to the end of both runs).
+
+    **Returns:** a [`Comparison`][].
+    """
+    if trace.iterates is None:
+        raise ValueError(
+            "`trace` has no iterates: run descend(..., save_iterates=True) to compare."
+        )
+    if flow_solution.solution.interpolation is None:
+        raise ValueError(
+            "`flow_solution` has no dense output: run gradient_flow(..., "
+            "saveat=diffrax.SaveAt(t1=True, dense=True))."
+        )
+    n = int(trace.n_iterations)
+    taus = np.asarray(trace.taus)[: n + 1]
+    end = float(flow_solution.tau_final)
+    window = end if tau_max is None else min(float(tau_max), end)
+    keep = np.nonzero(taus <= window * (1 + 1e-12))[0]
+    if keep.size == 0:
+        raise ValueError(f"no iterate lies inside the window [0, {window}].")
+    tau = jnp.asarray(taus[keep])
+    U_desc = trace.iterates[keep]
+    U_flow = flow_solution.evaluate(jnp.minimum(tau, end))
+    dist, c_d, c_f, r_d, r_f = _curves(trace.shooting, U_desc, U_flow)
+    return Comparison(
+        tau=tau,
+        distance=dist,
+        max_distance=float(jnp.max(dist)),
+        descent_cost=c_d,
+        flow_cost=c_f,
+        descent_residual=r_d,
+        flow_residual=r_f,
+    )
+
+
+@eqx.filter_jit
+def _curves(sh: Shooting, U_desc: Array, U_flow: Array):
+    h = sh.steps[:, None]
+
+    def one(U):
+        c, g = jax.value_and_grad(_cost_impl, argnums=1)(sh, U)
+        return c, jnp.max(jnp.abs(g / h))
+
+    c_d, r_d = jax.vmap(one)(U_desc)
+    c_f, r_f = jax.vmap(one)(U_flow)
+    dist = jnp.max(jnp.abs(U_desc - U_flow), axis=(1, 2))
+    return dist, c_d, c_f, r_d, r_f

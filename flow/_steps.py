@@ -1,0 +1,268 @@
+r"""Step rules for the discrete algorithm U_{i+1} = U_i - alpha_i M^{-1} grad E^N(U_i) (37).
+
+A step rule is a pure `init` / `update` pair over an explicit state (optax-style),
+so that [`descend`][flow.descend] runs it under `lax.while_loop` and it vmaps over
+step sizes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PyTree
+
+from ._shooting import Shooting, _cost_impl
+
+
+Direction = Callable[[Array], tuple[Array, Array]]
+
+
+def _positive(name: str, value: Any) -> Any:
+    """Validate a positive step parameter; return it as a float64 array (a dynamic
+    leaf, so that a new value does not recompile)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a positive number; got {value!r}.") from None
+    if not (v > 0 and v < float("inf")):
+        raise ValueError(f"`{name}` must be positive and finite; got {value!r}.")
+    return jnp.asarray(v, dtype=jnp.float64)
+
+
+class AbstractStepRule(eqx.Module):
+    r"""A step rule: `update` returns the new iterate $U_{i+1}$ from $U_i$, $E^N(U_i)$,
+    $\nabla E^N(U_i)$ and the metric's direction map $G \mapsto M^{-1} G$."""
+
+    name: ClassVar[str]
+
+    def init(self, shooting: Shooting, U0: Array, g0: Array) -> PyTree:
+        """The initial state (default: none)."""
+        del shooting, U0, g0
+        return None
+
+    @abc.abstractmethod
+    def update(
+        self,
+        shooting: Shooting,
+        U: Float[Array, "N m"],
+        value: Float[Array, ""],
+        grad: Float[Array, "N m"],
+        direction: Direction,
+        state: PyTree,
+    ) -> tuple[Float[Array, "N m"], Float[Array, ""], Bool[Array, ""], PyTree]:
+        """`(U_next, alpha_used, metric_ok, state)`."""
+
+
+class Constant(AbstractStepRule):
+    r"""A constant step: $U_{i+1} = U_i - \alpha M^{-1}\nabla E^N(U_i)$: exactly
+    forward Euler with step $\alpha$ on the gradient flow (50)."""
+
+    name: ClassVar[str] = "constant"
+    alpha: Float[Array, ""] | float
+
+    def __init__(self, alpha: Any):
+        self.alpha = _positive("alpha", alpha)
+
+    def update(self, shooting, U, value, grad, direction, state):
+        D, ok = direction(grad)
+        alpha = jnp.asarray(self.alpha, dtype=U.dtype)
+        return U - alpha * D, alpha, ok, state
+
+
+class HamiltonianStep(AbstractStepRule):
+    r"""The paper's remedy $\alpha h = 1$ (section 6.2, eq. (56)): $\alpha = c/h$.
+
+    On a uniform grid, $U_{i+1} = U_i - (c/h) M^{-1}\nabla E^N = U_i - c\,M^{-1}
+    h\,\partial H/\partial U$: with the identity metric this is a step $c$ on the
+    indirect method's update. On a non-uniform grid the step is taken per interval,
+    $\alpha_k = c/h_k$ (the identity metric then equals the Hamiltonian metric with
+    step $c$); the recorded scalar step is $c / \min_k h_k$.
+    """
+
+    name: ClassVar[str] = "hamiltonian"
+    c: Float[Array, ""] | float = 1.0
+
+    def __init__(self, c: Any = 1.0):
+        self.c = _positive("c", c)
+
+    def update(self, shooting, U, value, grad, direction, state):
+        D, ok = direction(grad)
+        c = jnp.asarray(self.c, dtype=U.dtype)
+        alpha_k = c / shooting.steps[:, None]
+        return U - alpha_k * D, jnp.max(alpha_k), ok, state
+
+
+def _armijo(shooting, U, value, grad, D, alpha0, beta, c1, max_backtracks):
+    """Backtracking: the largest alpha0 * beta^j with
+    E(U - alpha D) <= E(U) - c1 alpha <grad, D> (non-finite trial costs rejected)."""
+    slope = jnp.vdot(grad, D)
+
+    def trial(alpha):
+        return _cost_impl(shooting, U - alpha * D)
+
+    def accepted(alpha, c):
+        return jnp.isfinite(c) & (c <= value - c1 * alpha * slope)
+
+    def cond(carry):
+        j, alpha, c = carry
+        return (j < max_backtracks) & ~accepted(alpha, c)
+
+    def body(carry):
+        j, alpha, _ = carry
+        alpha = alpha * beta
+        return j + 1, alpha, trial(alpha)
+
+    alpha0 = jnp.asarray(alpha0, dtype=U.dtype)
+    _, alpha, c = jax.lax.while_loop(cond, body, (jnp.array(0), alpha0, trial(alpha0)))
+    found = accepted(alpha, c)
+    # no acceptable step (e.g. at the cost's rounding floor): do not move
+    return jnp.where(found, alpha, 0.0), found
+
+
+class Armijo(AbstractStepRule):
+    r"""Backtracking line search (Armijo): $\alpha = \alpha_0\beta^j$ with the smallest
+    $j \le$ `max_backtracks` such that
+    $E^N(U - \alpha D) \le E^N(U) - c_1\alpha\,\nabla E^N \cdot D$, $D = M^{-1}\nabla E^N$.
+    If no trial is accepted the iterate does not move and the step is reported
+    as a fallback step. Near a minimiser the decrease a line search must verify,
+    $\sim \nabla E^N\cdot D$, falls below the cost's rounding $\epsilon|E^N|$, so
+    line searches stall at a residual floor; use a constant step or Newton for
+    residuals near rounding."""
+
+    name: ClassVar[str] = "armijo"
+    alpha0: float = 1.0
+    beta: float = 0.5
+    c1: float = 1e-4
+    max_backtracks: int = 40
+
+    def __check_init__(self):
+        if not self.alpha0 > 0:
+            raise ValueError(f"`alpha0` must be positive; got {self.alpha0}.")
+        if not 0 < self.beta < 1:
+            raise ValueError(f"`beta` must be in (0, 1); got {self.beta}.")
+        if not 0 < self.c1 < 1:
+            raise ValueError(f"`c1` must be in (0, 1); got {self.c1}.")
+
+    def update(self, shooting, U, value, grad, direction, state):
+        D, ok = direction(grad)
+        alpha, found = _armijo(
+            shooting, U, value, grad, D, self.alpha0, self.beta, self.c1, self.max_backtracks
+        )
+        return U - alpha * D, alpha, ok & found, state
+
+
+class LBFGS(AbstractStepRule):
+    r"""Limited-memory BFGS (the paper's quasi-Newton choice of M), with an Armijo
+    line search from $\alpha = 1$.
+
+    The inverse-Hessian approximation is built by the two-loop recursion from the
+    last `memory` pairs $s_i = U_{i+1} - U_i$, $y_i = \nabla E^N_{i+1} - \nabla E^N_i$,
+    starting from $H_0 = \gamma M^{-1}$ with the metric of `descend` and
+    $\gamma = s^T y / (y^T M^{-1} y)$: with the Hamiltonian metric the
+    quasi-Newton iteration inherits its mesh independence. Pairs with
+    $s^T y \le 10^{-12}\|s\|\|y\|$ are skipped; a non-descent direction resets to
+    $M^{-1}\nabla E^N$.
+    """
+
+    name: ClassVar[str] = "lbfgs"
+    memory: int = 10
+    beta: float = 0.5
+    c1: float = 1e-4
+    max_backtracks: int = 40
+
+    def __check_init__(self):
+        if int(self.memory) < 1:
+            raise ValueError(f"`memory` must be >= 1; got {self.memory}.")
+
+    def init(self, shooting, U0, g0):
+        k = self.memory
+        zeros = jnp.zeros((k,) + U0.shape, U0.dtype)
+        return dict(
+            S=zeros,
+            Y=zeros,
+            rho=jnp.zeros((k,), U0.dtype),
+            valid=jnp.zeros((k,), bool),
+            head=jnp.array(0),
+            U_prev=U0,
+            g_prev=g0,
+            started=jnp.array(False),
+        )
+
+    def update(self, shooting, U, value, grad, direction, state):
+        s = U - state["U_prev"]
+        y = grad - state["g_prev"]
+        sy = jnp.vdot(s, y)
+        good = state["started"] & (sy > 1e-12 * jnp.sqrt(jnp.vdot(s, s) * jnp.vdot(y, y)))
+        head = state["head"]
+        S = jnp.where(good, state["S"].at[head].set(s), state["S"])
+        Y = jnp.where(good, state["Y"].at[head].set(y), state["Y"])
+        rho = jnp.where(
+            good, state["rho"].at[head].set(1.0 / jnp.where(good, sy, 1.0)), state["rho"]
+        )
+        valid = jnp.where(good, state["valid"].at[head].set(True), state["valid"])
+        new_head = jnp.where(good, (head + 1) % self.memory, head)
+        last = (new_head - 1) % self.memory
+
+        # two-loop recursion, newest pair first
+        order = (last - jnp.arange(self.memory)) % self.memory
+
+        def first(q, i):
+            a = jnp.where(valid[i], rho[i] * jnp.vdot(S[i], q), 0.0)
+            return q - a * Y[i], a
+
+        q, alphas = jax.lax.scan(first, grad, order)
+        y_last = Y[last]
+        My, ok_m = direction(y_last)
+        gamma = jnp.where(valid[last], jnp.vdot(S[last], y_last) / jnp.vdot(y_last, My), 1.0)
+        Hq, ok0 = direction(q)
+        r = gamma * Hq
+
+        def second(r, ia):
+            i, a = ia
+            b = jnp.where(valid[i], rho[i] * jnp.vdot(Y[i], r), 0.0)
+            return r + jnp.where(valid[i], a - b, 0.0) * S[i], None
+
+        r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
+        D_metric, ok_d = direction(grad)
+        descent = jnp.vdot(grad, r) > 0
+        D = jnp.where(descent, r, D_metric)
+        alpha, found = _armijo(
+            shooting, U, value, grad, D, 1.0, self.beta, self.c1, self.max_backtracks
+        )
+        new_state = dict(
+            S=jnp.where(descent, S, jnp.zeros_like(S)),
+            Y=jnp.where(descent, Y, jnp.zeros_like(Y)),
+            rho=jnp.where(descent, rho, jnp.zeros_like(rho)),
+            valid=valid & descent,
+            head=new_head,
+            U_prev=U,
+            g_prev=grad,
+            started=jnp.array(True),
+        )
+        return U - alpha * D, alpha, ok_d & ok0 & found, new_state
+
+
+def step_rule(step: Any) -> AbstractStepRule:
+    """A number -> [`Constant`][]; `"hamiltonian"` -> [`HamiltonianStep`][]();
+    `"armijo"` -> [`Armijo`][](); `"lbfgs"` -> [`LBFGS`][](); a rule -> itself."""
+    if isinstance(step, AbstractStepRule):
+        return step
+    if isinstance(step, str):
+        rules = {"hamiltonian": HamiltonianStep, "armijo": Armijo, "lbfgs": LBFGS}
+        try:
+            return rules[step.lower()]()
+        except KeyError:
+            raise ValueError(
+                f"`step` must be a positive number, a step rule, or one of {sorted(rules)}; "
+                f"got {step!r}."
+            ) from None
+    if isinstance(step, bool):
+        raise TypeError(f"`step` must be a positive number or a step rule; got {step!r}.")
+    return Constant(step)

@@ -1,0 +1,298 @@
+"""flow.descend: the discrete algorithm (37), its step rules, statuses and divergence."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _reference import lq_euler_quadratic
+
+import flow
+from flow import metrics, problems
+
+
+LQ = dict(
+    A=[[0.0, 1.0], [-2.0, -0.3]],
+    B=[[0.0], [1.0]],
+    Q=[[1.0, 0.0], [0.0, 0.5]],
+    R=[[0.7]],
+    S=[[2.0, 0.0], [0.0, 1.0]],
+    x0=[1.0, -0.5],
+    T=1.5,
+)
+
+
+def lq_setup(N=30):
+    sh = flow.shoot(problems.linear_quadratic(**LQ), N)
+    H, b, c = lq_euler_quadratic(**LQ, N=N)
+    return sh, H, b
+
+
+def test_quadratic_assembly_is_the_cost(rng):
+    sh, H, b = lq_setup()
+    _, _, c = lq_euler_quadratic(**LQ, N=30)
+    U = rng.normal(size=30)
+    np.testing.assert_allclose(
+        sh.cost(jnp.asarray(U[:, None])), 0.5 * U @ H @ U + b @ U + c, rtol=1e-13
+    )
+
+
+@pytest.mark.parametrize(
+    "metric", [metrics.Identity(), metrics.Hamiltonian()], ids=lambda m: m.name
+)
+def test_constant_step_equals_diffrax_euler(metric, rng):
+    """descend with a constant alpha is forward Euler on the flow (50), to rounding."""
+    sh = flow.shoot(problems.van_der_pol(), 40)
+    U0 = jnp.asarray(0.1 * rng.normal(size=sh.control_shape))
+    alpha = 0.01 if metric.name == "identity" else 0.0005
+    K = 25
+    tr = flow.descend(sh, U0, metric, step=alpha, iterations=K)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(flow.vector_field(sh, metric)),
+        diffrax.Euler(),
+        t0=0.0,
+        t1=K * alpha,
+        dt0=alpha,
+        y0=U0,
+        saveat=diffrax.SaveAt(steps=True),
+        max_steps=K + 1,
+    )
+    ys = np.asarray(sol.ys)[: K - 1]  # diffrax's last step may be clipped to t1
+    np.testing.assert_allclose(np.asarray(tr.iterates)[1:K], ys, rtol=1e-12, atol=1e-14)
+    assert tr.message.startswith("completed") and int(tr.n_iterations) == K
+
+
+def test_linear_rate_and_divergence_iteration_on_lq():
+    """On a quadratic, g_i = (I - alpha H)^i g_0 exactly: from the top eigenvector the
+    gradient grows by rho = |1 - alpha mu_max| per step; divergence is reported at the
+    first i with rho^i > divergence_factor (numpy eigenvectors, independent)."""
+    sh, H, b = lq_setup()
+    mu, V = np.linalg.eigh(H)
+    alpha_max = 2.0 / mu[-1]
+    U_star = -np.linalg.solve(H, b)
+    U0 = jnp.asarray((U_star + 1e-3 * V[:, -1])[:, None])
+    alpha = 1.05 * alpha_max
+    rho = abs(1 - alpha * mu[-1])
+    factor = 1e4
+    tr = flow.descend(
+        sh,
+        U0,
+        metrics.Identity(),
+        step=alpha,
+        iterations=2000,
+        divergence_factor=factor,
+        throw=False,
+    )
+    assert tr.result == flow.RESULTS.diverged
+    expected = int(np.floor(np.log(factor) / np.log(rho))) + 1
+    assert int(tr.diverged_at) == expected
+    assert np.all(np.isfinite(np.asarray(tr.cost)))  # nothing silent: finite records
+    with pytest.raises(flow.DivergenceError, match=f"iteration {expected}"):
+        flow.descend(
+            sh, U0, metrics.Identity(), step=alpha, iterations=2000, divergence_factor=factor
+        )
+    # just inside the bound it converges, at the predicted rate
+    alpha = 0.9 * alpha_max
+    rho = max(abs(1 - alpha * mu[-1]), abs(1 - alpha * mu[0]))
+    tr = flow.descend(sh, U0, metrics.Identity(), step=alpha, iterations=100, throw=False)
+    g = np.asarray(tr.gradient_norm)
+    np.testing.assert_allclose(g[60] / g[59], abs(1 - alpha * mu[-1]), rtol=1e-6)
+    assert rho < 1
+
+
+def test_vmap_over_steps_across_the_boundary():
+    sh, H, _ = lq_setup()
+    alpha_max = 2.0 / np.linalg.eigvalsh(H)[-1]
+    alphas = jnp.asarray([0.5, 0.97, 1.03, 1.5]) * alpha_max
+
+    def run(a):
+        return flow.descend(
+            sh, sh.zeros(), metrics.Identity(), step=a, iterations=3000, tol=1e-9, throw=False
+        )
+
+    traces = jax.vmap(run)(alphas)
+    results = [
+        flow.RESULTS.converged,
+        flow.RESULTS.converged,
+        flow.RESULTS.diverged,
+        flow.RESULTS.diverged,
+    ]
+    for i, expected in enumerate(results):
+        assert bool(traces.result._value[i] == expected._value), i
+    with pytest.raises(ValueError, match="throw=False"):
+        jax.vmap(lambda a: flow.descend(sh, sh.zeros(), metrics.Identity(), step=a, iterations=5))(
+            alphas
+        )
+
+
+def test_no_recompilation_for_a_new_step(rng):
+    traces = []
+
+    def f(x, u):
+        traces.append(1)
+        return -x + u
+
+    p = flow.OptimalControlProblem(f, lambda x: jnp.sum(x**2), [1.0], 0.0, 1.0, control_dim=1)
+    sh = flow.shoot(p, 20)
+    flow.descend(sh, sh.zeros(), metrics.Identity(), step=0.1, iterations=5, tol=1e-3, throw=False)
+    n = len(traces)
+    flow.descend(sh, sh.zeros(), metrics.Identity(), step=0.2, iterations=5, tol=1e-4, throw=False)
+    assert len(traces) == n
+
+
+def test_mesh_independence_hamiltonian_metric():
+    """Hamiltonian metric, fixed step: iterations to max|dH/du| <= 1e-8 converge as N
+    grows (N = 1000 and 10^4 within 5%)."""
+    its = []
+    for N in (1000, 10_000):
+        sh = flow.shoot(problems.scalar_regularized(), N)
+        tr = flow.descend(
+            sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=1000, tol=1e-8
+        )
+        its.append(int(tr.n_iterations))
+    assert abs(its[1] - its[0]) <= 0.05 * its[0], its
+
+
+def test_hamiltonian_step_equals_hamiltonian_metric():
+    """alpha = c/h with the identity metric is the Hamiltonian metric with step c."""
+    sh = flow.shoot(problems.scalar_regularized(), 100)
+    a = flow.descend(
+        sh, sh.zeros(), metrics.Identity(), step=flow.HamiltonianStep(0.5), iterations=15
+    )
+    b = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=15)
+    np.testing.assert_allclose(a.iterates, b.iterates, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(a.step, 0.5 * 100, rtol=1e-13)
+
+
+def _iterations_identity(N):
+    sh = flow.shoot(problems.scalar_regularized(), N)
+    tr = flow.descend(
+        sh,
+        sh.zeros(),
+        metrics.Identity(),
+        step=1.0,
+        iterations=400 * N,
+        tol=1e-8,
+        save_iterates=False,
+    )
+    return int(tr.n_iterations)
+
+
+def test_identity_metric_iterations_grow_like_N():
+    Ns = np.array([100, 200, 400, 800])
+    its = np.array([_iterations_identity(int(N)) for N in Ns])
+    slope = np.polyfit(np.log(Ns), np.log(its), 1)[0]
+    assert 0.8 <= slope <= 1.2, (its, slope)
+
+
+@pytest.mark.slow
+def test_identity_metric_iterations_grow_like_N_large():
+    Ns = np.array([1000, 3000, 10_000])
+    its = np.array([_iterations_identity(int(N)) for N in Ns])
+    slope = np.polyfit(np.log(Ns), np.log(its), 1)[0]
+    assert 0.8 <= slope <= 1.2, (its, slope)
+
+
+def test_newton_on_an_indefinite_start_never_ascends():
+    """van_der_pol at U = 0: the Hessian is indefinite (checked with numpy). Newton-CG
+    with Armijo backtracking reports its negative-curvature steps and decreases the
+    cost monotonically to the optimum."""
+    sh = flow.shoot(problems.van_der_pol(), 100)
+    U0 = sh.zeros()
+    assert np.linalg.eigvalsh(np.asarray(sh.hessian(U0)))[0] < 0
+    tr = flow.descend(sh, U0, metrics.Newton(), step="armijo", iterations=100, tol=1e-8)
+    n = int(tr.n_iterations)
+    assert np.all(np.diff(np.asarray(tr.cost[: n + 1])) <= 0)
+    assert int(tr.fallback_steps) >= 1
+    # and the metric itself returns a descent direction with ok=False there
+    G = sh.gradient(U0)
+    D, ok = metrics.Newton().solve(sh, U0, G)
+    assert not bool(ok) and float(jnp.vdot(G, D)) > 0
+
+
+def test_newton_direction_matches_dense_solve(rng):
+    sh = flow.shoot(problems.scalar_regularized(), 60)
+    U = jnp.asarray(0.3 * rng.normal(size=sh.control_shape))
+    G = sh.gradient(U)
+    D, ok = metrics.Newton().solve(sh, U, G)
+    H = np.asarray(sh.hessian(U))
+    assert bool(ok)
+    np.testing.assert_allclose(
+        np.asarray(D).ravel(), np.linalg.solve(H, np.asarray(G).ravel()), rtol=1e-8, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("step", ["armijo", "lbfgs"])
+@pytest.mark.parametrize(
+    "metric", [metrics.Identity(), metrics.Hamiltonian()], ids=lambda m: m.name
+)
+def test_line_search_rules_converge_monotonically(step, metric):
+    sh = flow.shoot(problems.unicycle(), 40)
+    tol = 1e-5  # above the line search's rounding floor
+    tr = flow.descend(sh, sh.zeros(), metric, step=step, iterations=3000, tol=tol)
+    n = int(tr.n_iterations)
+    assert np.all(np.diff(np.asarray(tr.cost[: n + 1])) <= 1e-15)
+    assert float(tr.hamiltonian_norm[n]) <= tol
+
+
+def test_lbfgs_hamiltonian_metric_beats_gradient():
+    sh = flow.shoot(problems.scalar_regularized(), 400)
+    a = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step="lbfgs", iterations=200, tol=1e-8)
+    b = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=200, tol=1e-8)
+    assert int(a.n_iterations) < int(b.n_iterations)
+
+
+def test_trace_contents_and_status():
+    sh = flow.shoot(problems.scalar_regularized(), 50)
+    tr = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=100, tol=1e-9)
+    n = int(tr.n_iterations)
+    assert tr.success and tr.message.startswith("converged")
+    h = 1 / 50
+    np.testing.assert_allclose(tr.hamiltonian_norm, tr.gradient_norm / h, rtol=1e-12)
+    np.testing.assert_allclose(tr.cost[n], sh.cost(tr.U), rtol=1e-14)
+    np.testing.assert_allclose(tr.iterates[n], tr.U)
+    np.testing.assert_allclose(tr.taus[: n + 1], 0.5 * np.arange(n + 1), rtol=1e-14)
+    d = tr.to_dict()
+    assert d["n_iterations"] == n and len(d["cost"]) == n + 1
+    assert "converged" in repr(tr)
+    with pytest.raises(flow.ConvergenceError, match="did not reach"):
+        flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=3, tol=1e-9)
+    tr = flow.descend(
+        sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=3, tol=1e-9, throw=False
+    )
+    assert tr.result == flow.RESULTS.max_iterations and not tr.success
+
+
+def test_iterates_not_saved_above_threshold():
+    sh = flow.shoot(problems.scalar_regularized(), 100_000)
+    tr = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=200)
+    assert tr.iterates is None
+
+
+@pytest.mark.parametrize(
+    "kw, exc, words",
+    [
+        (dict(step=-1.0), ValueError, "`alpha`"),
+        (dict(step=float("nan")), ValueError, "`alpha`"),
+        (dict(step="newton"), ValueError, "`step`"),
+        (dict(iterations=0), ValueError, "`iterations`"),
+        (dict(iterations=2.5), TypeError, "`iterations`"),
+        (dict(stop_on="cost"), ValueError, "`stop_on`"),
+        (dict(tol=-1.0), ValueError, "`tol`"),
+        (dict(divergence_factor=0.5), ValueError, "`divergence_factor`"),
+    ],
+)
+def test_bad_descend_arguments(kw, exc, words):
+    sh = flow.shoot(problems.scalar_regularized(), 10)
+    args = dict(step=0.1, iterations=5)
+    args.update(kw)
+    with pytest.raises(exc, match=words):
+        flow.descend(sh, sh.zeros(), metrics.Identity(), **args)
+
+
+def test_bad_start_and_metric():
+    sh = flow.shoot(problems.scalar_regularized(), 10)
+    with pytest.raises(ValueError, match="`U0`"):
+        flow.descend(sh, np.zeros((3, 1)), metrics.Identity(), step=0.1, iterations=5)
+    with pytest.raises(TypeError, match="metric"):
+        flow.descend(sh, sh.zeros(), "identity", step=0.1, iterations=5)
