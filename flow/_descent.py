@@ -184,10 +184,17 @@ def _raise_for(trace: DescentTrace, tol: Any, stop_on: str) -> None:
         )
     if trace.result == RESULTS.diverged:
         i = int(trace.diverged_at)
+        g = np.asarray(trace.gradient_norm)
+        if np.isfinite(g[i]) and np.isfinite(float(trace.cost[i])):
+            what = f"|grad E^N|_inf grew from {g[0]:.3e} to {g[i]:.3e}"
+        else:
+            last = max(i - 1, 0)
+            what = (
+                f"a non-finite cost or gradient appeared (|grad E^N|_inf was {g[0]:.3e} "
+                f"at the start and {g[last]:.3e} at iteration {last})"
+            )
         raise DivergenceError(
-            f"descend diverged at iteration {i}: |grad E^N|_inf went from "
-            f"{float(trace.gradient_norm[0]):.3e} to {float(trace.gradient_norm[i]):.3e} "
-            f"(cost {float(trace.cost[i]):.3e}); the step is likely above the "
+            f"descend diverged at iteration {i}: {what}; the step is likely above the "
             f"forward-Euler stability bound. Pass throw=False to get the trace."
         )
     if trace.result == RESULTS.max_iterations:

@@ -158,7 +158,7 @@ def test_costate_indexing_is_not_off_by_one(rng):
 
 
 @settings(
-    max_examples=12,
+    max_examples=8,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
