@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, Int
 
 from ._metrics import AbstractMetric
 from ._shooting import Shooting, _cost_impl
-from ._status import RESULTS, SUCCESSES, ConvergenceError, DivergenceError
+from ._status import RESULTS, ConvergenceError, DivergenceError, is_success
 from ._steps import AbstractStepRule, step_rule
 
 
@@ -66,7 +66,7 @@ class DescentTrace(eqx.Module):
     @property
     def success(self) -> bool:
         """True when the run converged or completed."""
-        return any(self.result == getattr(RESULTS, s) for s in SUCCESSES)
+        return is_success(self.result)
 
     @property
     def taus(self) -> Float[Array, " I"]:

@@ -15,7 +15,7 @@ from jaxtyping import Array, Float, Int
 
 from ._metrics import AbstractMetric
 from ._shooting import Shooting, _cost_impl
-from ._status import RESULTS, SUCCESSES, ConvergenceError, DivergenceError
+from ._status import RESULTS, ConvergenceError, DivergenceError, is_success
 
 
 _STOP_ON = ("hamiltonian", "gradient")
@@ -109,7 +109,7 @@ class FlowSolution(eqx.Module):
     @property
     def success(self) -> bool:
         """True when the flow reached the tolerance or tau1."""
-        return any(self.result == getattr(RESULTS, s) for s in SUCCESSES)
+        return is_success(self.result)
 
     def evaluate(self, tau: Any) -> Float[Array, "... N m"]:
         r"""$U(\tau)$ from diffrax's dense output (needs `saveat=SaveAt(dense=True)`);

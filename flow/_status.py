@@ -25,6 +25,11 @@ class RESULTS(eqx.Enumeration):
 SUCCESSES = ("converged", "completed", "reached_tau1")
 
 
+def is_success(result: RESULTS) -> bool:
+    """True for the outcomes in `SUCCESSES` (a concrete, unbatched result)."""
+    return any(bool(result == getattr(RESULTS, s)) for s in SUCCESSES)
+
+
 class DivergenceError(RuntimeError):
     """Raised (with `throw=True`) when a descent run or a flow diverges."""
 
