@@ -127,13 +127,12 @@ def _tridiag_eig(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _project(V: np.ndarray, w: np.ndarray) -> np.ndarray:
     """w minus its projection on the rows of V: w - V^T (V w).
 
-    With `einsum` rather than `@`: numpy's matrix product goes to a multi-threaded
-    OpenBLAS, which on a small machine competes with XLA's thread pool (the
-    Hessian-vector products run in between) and was measured 20-70 times slower
-    for these matrix-vector products (10 ms instead of 0.15 ms at 600 x 1000 on
-    two loaded cores); einsum's own loop is memory-bound, like the product itself.
+    Callers run this under `single_threaded_blas()`: a multi-threaded OpenBLAS
+    competing with XLA's thread pool (the Hessian-vector products run in between)
+    was measured 20-70 times slower for these matrix-vector products (10 ms
+    instead of 0.15 ms at 600 x 1000 on two loaded cores).
     """
-    return w - np.einsum("i,ij->j", np.einsum("ij,j->i", V, w), V)
+    return w - (V @ w) @ V
 
 
 def _krylov(
@@ -313,7 +312,7 @@ def lanczos(
         report.update(range(m - kk, m))
     report_idx = np.array(sorted(report), dtype=np.int64)
     _, S = _tridiag_eig(a, b[: m - 1])
-    Y = np.einsum("ri,in->rn", S[:, report_idx].T, V[:m])
+    Y = S[:, report_idx].T @ V[:m]
     del V
     residuals = np.empty(report_idx.shape[0])
     for i, t in enumerate(theta[report_idx]):

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 from jaxtyping import Bool, Float, Inexact
 
+from ._blas import single_threaded_blas
 from ._common import fmt, jsonable, positive_float, positive_int
 from ._lanczos import RawCluster, find_clusters, lanczos, outside
 from ._linearize import Linearization
@@ -279,11 +280,9 @@ def _order(mu: np.ndarray) -> np.ndarray:
 
 
 def _dense_symmetric(lin, opts) -> dict:
-    K = lin._dense_k(lin.size)
-    # XLA's eigensolver, not numpy's: right after a JAX computation XLA's CPU
-    # threads keep spinning for a while and starve a multi-threaded OpenBLAS
-    # (measured: 7 s instead of 0.3 s for Nm = 2000 on two cores).
-    theta = np.asarray(jnp.linalg.eigvalsh(0.5 * (K + K.T)))
+    K = np.asarray(lin._dense_k(lin.size))
+    # LAPACK syevd (values only), under single_threaded_blas (see stability._blas).
+    theta = np.linalg.eigvalsh(0.5 * (K + K.T))
     normK = float(np.max(np.abs(theta)))
     zero_abs = opts["zero_tol"] * normK
     raw = find_clusters(
@@ -318,14 +317,13 @@ def _dense_symmetric(lin, opts) -> dict:
         density=density,
         stiff_status="complete",
         slow_status="complete",
-        message=f"all {mu.shape[0]} eigenvalues by a dense symmetric solver (jnp.linalg.eigvalsh)",
+        message=f"all {mu.shape[0]} eigenvalues by a dense symmetric solver (LAPACK syevd)",
     )
 
 
 def _dense_general(lin, opts) -> dict:
-    Jd = lin.dense(max_size=lin.size)
-    mu = np.asarray(jnp.linalg.eigvals(Jd))
-    J = np.asarray(Jd)
+    J = np.asarray(lin.dense(max_size=lin.size))
+    mu = np.linalg.eigvals(J)
     mu = mu[_order(mu)]
     normJ = float(np.linalg.norm(J, 2))
     if np.all(np.abs(np.imag(mu)) <= 1e-12 * normJ):
@@ -343,7 +341,7 @@ def _dense_general(lin, opts) -> dict:
         density=None,
         stiff_status="complete",
         slow_status="complete",
-        message=f"all {mu.shape[0]} eigenvalues by a dense general solver (jnp.linalg.eigvals)",
+        message=f"all {mu.shape[0]} eigenvalues by a dense general solver (LAPACK geev)",
     )
 
 
@@ -530,8 +528,10 @@ def spectrum(
     **Methods** (`method="auto"` picks by size):
 
     - `"dense"` ($Nm \le$ `DENSE_SPECTRUM_MAX` = 2048): every eigenvalue, from the
-      dense symmetric $S = -L^{-1}\nabla^2 E^N L^{-T}$ (`jnp.linalg.eigvalsh`), or
-      the dense $J$ (`eigvals`) for a general metric (XLA's LAPACK, `jnp.linalg`).
+      dense symmetric $S = -L^{-1}\nabla^2 E^N L^{-T}$ (`numpy.linalg.eigvalsh`), or
+      the dense $J$ (`numpy.linalg.eigvals`) for a general metric; with a
+      single-threaded OpenBLAS (see `stability._blas`: on two cores a
+      multi-threaded one competing with XLA's threads was 10-30 times slower).
     - `"lanczos"` (symmetric kinds, larger $Nm$): the `k` extremal eigenvalues at
       each requested end by Lanczos with full reorthogonalisation on the jitted
       Hessian-vector product (one product per step), from a seeded random start.
@@ -551,7 +551,8 @@ def spectrum(
     **Arguments:**
 
     - `linearization`: a [`Linearization`][stability.Linearization].
-    - `k`: eigenvalues per end for the iterative paths (default 6).
+    - `k`: eigenvalues per end for the iterative paths (`None`: 6); the dense path
+      returns all of them.
     - `which`: `"both"`, `"stiff"` (most negative: sets $\alpha_{\max}$) or
       `"slow"` (rightmost: stability and rate).
     - `tol`: a Ritz pair is converged when its residual is at most
@@ -564,6 +565,10 @@ def spectrum(
     - `max_steps`: Lanczos steps (default $\min(Nm, \max(2k+30, \min(1000,
       2^{28}/(8Nm))))$: a basis of at most 256 MiB); ARPACK iterations.
     - `resolve_cluster`, `probes`, `density_steps`, `seed`: see above.
+
+    A host-side driver (numpy, scipy) around the jitted products; not itself
+    jit-able. Dense linear algebra runs with a single-threaded OpenBLAS (see
+    `stability._blas`).
 
     **Returns:** a [`Spectrum`][stability.Spectrum].
     """
@@ -606,12 +611,13 @@ def spectrum(
         )
     if method == "arnoldi" and lin.size < 4:
         method = "dense"
-    if method == "dense":
-        parts = _dense_symmetric(lin, opts) if lin.symmetric else _dense_general(lin, opts)
-    elif method == "lanczos":
-        parts = _lanczos_path(lin, opts)
-    else:
-        parts = _arnoldi_path(lin, opts)
+    with single_threaded_blas():
+        if method == "dense":
+            parts = _dense_symmetric(lin, opts) if lin.symmetric else _dense_general(lin, opts)
+        elif method == "lanczos":
+            parts = _lanczos_path(lin, opts)
+        else:
+            parts = _arnoldi_path(lin, opts)
     return Spectrum(
         size=lin.size,
         symmetric=lin.symmetric,

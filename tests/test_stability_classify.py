@@ -31,6 +31,10 @@ def test_double_well_saddle_has_index_one(well, method, N):
     mu = spec.eigenvalues
     assert mu[-1] == pytest.approx(1 - RHO, rel=1e-12)
     np.testing.assert_allclose(mu[spec.converged][:-1], -RHO, rtol=1e-12)
+    # the cluster at the control weight, and one isolated eigenvalue beyond it
+    assert spec.cluster.position == pytest.approx(-RHO, rel=1e-12)
+    assert spec.cluster.count == N - 1 and spec.cluster.exact
+    np.testing.assert_allclose(spec.slow_isolated, [1 - RHO], rtol=1e-12)
     cls = stability.classify(spec)
     assert cls.status == "saddle" and cls.index == 1 and cls.n_unstable == 1
     assert cls.n_stable == N - 1 and cls.n_zero == 0 and cls.certain

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -176,3 +177,39 @@ def test_bad_shooting_and_starts():
         stability.equilibria(sh, np.zeros((10, 1)))
     with pytest.raises(ValueError, match="`distinct_tol`"):
         stability.equilibria(sh, np.zeros((2, 10, 1)), distinct_tol=0.0)
+
+
+def test_no_recompilation_for_new_starts_points_and_options(rng):
+    """New starts, tolerances, step limits and points reuse every compiled kernel
+    (XLA backend compilations counted through jax.monitoring)."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    p = flow.OptimalControlProblem(
+        lambda x, u: -x + u - 0.1 * x**3,
+        lambda x: 0.5 * (x[0] - 1) ** 2,
+        [0.0],
+        0.0,
+        1.0,
+        control_dim=1,
+        running_cost=lambda x, u: 0.5 * jnp.sum(u**2),
+    )
+    sh = flow.shoot(p, 300)
+
+    def run(U0, tol, max_steps, k):
+        eq = stability.equilibrium(sh, U0, tol=tol, max_steps=max_steps)
+        lin = stability.linearize(sh, eq, "hamiltonian")
+        spec = stability.spectrum(lin, method="lanczos", k=k)
+        stability.euler_bound(spec)
+        return eq
+
+    run(None, 1e-10, 200, 6)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        eq2 = run(jnp.asarray(rng.normal(size=(300, 1))), 1e-9, 50, 3)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert eq2.success and compiles == []

@@ -237,6 +237,12 @@ def test_linearization_products_and_operator(vdp50, rng):
     )
     with pytest.raises(ValueError, match="max_size"):
         lin.dense(max_size=10)
+    # DiagonalHessian is prepared at U: M = diag|diag Hess E^N(U)|
+    jac = stability.linearize(sh, U, metrics.DiagonalHessian())
+    assert jac.kind == "diagonal"
+    np.testing.assert_allclose(
+        np.asarray(jac.dense()), -H / np.abs(np.diag(H))[:, None], rtol=1e-12, atol=1e-14
+    )
     assert lin.exact and "not an equilibrium" not in repr(lin)  # a constant metric
     newton = stability.linearize(sh, U, metrics.Newton())
     assert not newton.exact and "not an equilibrium" in repr(newton)
