@@ -74,7 +74,7 @@ class EulerBound(eqx.Module):
 
     def __repr__(self) -> str:
         excl = f", {self.n_excluded} zero eigenvalue(s) excluded" if self.n_excluded else ""
-        approx = "" if self.exact else " (approximate: an end is a cluster edge or unconverged)"
+        approx = "" if self.exact else " (approximate: an end is not a converged eigenvalue)"
         return (
             f"EulerBound(alpha_max={fmt(self.alpha_max, '.6g')}, alpha_opt="
             f"{fmt(self.alpha_opt, '.6g')}, rho_opt={fmt(self.rho_opt, '.6g')}, "

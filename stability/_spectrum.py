@@ -325,7 +325,7 @@ def _dense_general(lin, opts) -> dict:
     J = np.asarray(lin.dense(max_size=lin.size))
     mu = np.linalg.eigvals(J)
     mu = mu[_order(mu)]
-    normJ = float(np.linalg.norm(J, 2))
+    normJ = float(np.linalg.norm(J))  # Frobenius: a cheap upper bound of the 2-norm
     if np.all(np.abs(np.imag(mu)) <= 1e-12 * normJ):
         mu = np.real(mu)
     return dict(
@@ -414,17 +414,23 @@ def _lanczos_path(lin, opts) -> dict:
     stiff_status, slow_status = run.high_status, run.low_status
     clusters = _clusters_to_jacobian(lin, run.clusters, counts, exact, zero_abs)
     parts = [f"Lanczos (full reorthogonalisation), {run.steps} steps, {run.n_products} products"]
+    mu_sorted, conv_sorted = mu[order], converged[order]
+    kk = min(k, mu_sorted.shape[0])
     for name, status in (("stiff", stiff_status), ("slow", slow_status)):
+        if status == "not requested":
+            continue
+        # J's stiff end is the left of the sorted eigenvalues, the slow end the right
+        end = conv_sorted[:kk] if name == "stiff" else conv_sorted[-kk:]
+        counts = f"{int(np.sum(end))}/{kk} of the {name}-end eigenvalues converged"
         if status == "cluster":
-            c = clusters[0] if name == "slow" else clusters[-1]
+            c = clusters[-1] if name == "slow" else clusters[0]
             parts.append(
-                f"{name} end: every eigenvalue beyond the cluster at {c.position:.6g} "
-                f"({100 * c.weight:.1f}% of the spectrum) converged; the eigenvalues inside "
-                f"the cluster are not resolved individually"
+                f"{name} end: {counts}; every eigenvalue beyond the cluster at "
+                f"{c.position:.6g} ({100 * c.weight:.1f}% of the spectrum) converged, the "
+                f"eigenvalues inside it are not resolved individually"
             )
-        elif status not in ("not requested",):
-            n_conv = int(np.sum(converged))
-            parts.append(f"{name} end: {status} ({n_conv}/{converged.shape[0]} reported converged)")
+        else:
+            parts.append(f"{name} end: {status}, {counts}")
     return dict(
         eigenvalues=mu[order],
         residuals=res[order],
