@@ -42,7 +42,20 @@ def test_every_public_symbol_is_documented(module):
 
 
 def test_public_methods_are_documented():
-    for cls in (flow.Shooting, flow.OptimalControlProblem, flow.GradientCheck):
+    for cls in (
+        flow.Shooting,
+        flow.OptimalControlProblem,
+        flow.GradientCheck,
+        stability.Equilibrium,
+        stability.Equilibria,
+        stability.Linearization,
+        stability.Spectrum,
+        stability.Cluster,
+        stability.SpectralDensity,
+        stability.Classification,
+        stability.EulerBound,
+        stability.MeshStudy,
+    ):
         for name, member in inspect.getmembers(cls):
             if name.startswith("_") or not (callable(member) or isinstance(member, property)):
                 continue

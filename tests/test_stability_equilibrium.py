@@ -1,0 +1,215 @@
+"""stability.equilibrium / equilibria: trust-region Newton-CG on Hessian-vector products."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from _stability_reference import double_well, lq_euler_quadratic
+
+import flow
+import stability
+from flow import problems
+
+
+@pytest.fixture(scope="module")
+def vdp200():
+    sh = flow.shoot(problems.van_der_pol(), 200)
+    return sh, stability.equilibrium(sh)
+
+
+def test_van_der_pol_from_zero_reaches_the_optimum(vdp200):
+    """The issue's case: N = 200 from U = 0, where the Hessian is indefinite."""
+    sh, eq = vdp200
+    H0 = np.asarray(sh.hessian(sh.zeros()))
+    assert np.linalg.eigvalsh(H0)[0] < 0  # plain Newton has no descent direction here
+    assert eq.success and eq.status == "converged"
+    assert eq.gradient_norm <= 1e-10
+    # the gradient by the independent costate recursion agrees
+    g_costate = np.asarray(sh.gradient(eq.U, "costate"))
+    assert np.max(np.abs(g_costate)) <= 1.1e-10
+    # Lemma 2: max|dH/du| = |grad|_inf / h on a uniform grid
+    assert eq.hamiltonian_residual == pytest.approx(eq.gradient_norm * sh.N / 10.0, rel=1e-6)
+    # a minimiser: the Hessian at U* is positive definite (dense, independent of the solver)
+    H = np.asarray(sh.hessian(eq.U))
+    assert np.linalg.eigvalsh(0.5 * (H + H.T))[0] > 0
+    # work bound (measured: 44 iterations, 88 Hessian-vector products)
+    assert eq.iterations <= 100 and eq.n_hvp <= 400
+    # classified asymptotically stable (the issue's "must show")
+    cls = stability.classify(stability.spectrum(stability.linearize(sh, eq)))
+    assert cls.status == "asymptotically stable" and cls.certain
+
+
+def test_van_der_pol_agrees_with_scipy_trust_ncg(vdp200):
+    """An independent optimiser (scipy's trust-region Newton-CG) finds the same point."""
+    sh, eq = vdp200
+    shape = sh.control_shape
+
+    def f(u):
+        return float(sh.cost(jnp.asarray(u.reshape(shape))))
+
+    def g(u):
+        return np.asarray(sh.gradient(jnp.asarray(u.reshape(shape)))).reshape(-1)
+
+    def hessp(u, p):
+        U, P = jnp.asarray(u.reshape(shape)), jnp.asarray(p.reshape(shape))
+        return np.asarray(sh.hessian_vector_product(U, P)).reshape(-1)
+
+    # scipy's trust-ncg judges steps by the cost alone and stops ("bad approximation")
+    # once the predicted decrease is below the rounding of E^N, near |grad| ~ 1e-10
+    # here; equilibrium() switches to the gradient norm there. So gtol = 1e-9.
+    ref = scipy.optimize.minimize(
+        f, np.zeros(sh.N), jac=g, hessp=hessp, method="trust-ncg", options={"gtol": 1e-9}
+    )
+    assert ref.success
+    # distance to the optimum <= |grad|_2 / lambda_min(Hess) ~ 1e-8 / (2h = 0.1)
+    np.testing.assert_allclose(np.asarray(eq.U).reshape(-1), ref.x, rtol=0, atol=1e-6)
+    assert eq.cost == pytest.approx(ref.fun, rel=1e-12)
+
+
+def test_lq_equilibrium_solves_the_assembled_normal_equations():
+    """E^N is quadratic: U* = -H^-1 b with H, b assembled by hand from A, B, Q, R, S,
+    on a uniform and a graded grid (same N: the grid is data, no recompilation)."""
+    lq = problems.DEFAULT_LQ
+    problem = problems.linear_quadratic(**lq)
+    N = 40
+    for grid in (np.linspace(0, lq["T"], N + 1), lq["T"] * np.linspace(0, 1, N + 1) ** 1.5):
+        sh = flow.shoot(problem, grid)
+        eq = stability.equilibrium(sh, tol=1e-13)
+        H, b = lq_euler_quadratic(lq["A"], lq["B"], lq["Q"], lq["R"], lq["S"], lq["x0"], grid)
+        U_ref = np.linalg.solve(H, -b)
+        np.testing.assert_allclose(np.asarray(eq.U).reshape(-1), U_ref, rtol=1e-10, atol=1e-12)
+        # inexact Newton (CG forcing min(1/2, sqrt(|g|/|g0|))): superlinear, a few steps
+        assert eq.iterations <= 10 and eq.n_hvp <= 60
+
+
+def test_equilibria_finds_the_three_double_well_equilibria():
+    """Five starts: the saddle (an exact start at it) and the two minimisers."""
+    rho, N = 0.5, 64
+    sh = flow.shoot(double_well(rho), N)
+    ones = np.ones((N, 1))
+    starts = np.stack([0.0 * ones, 0.3 * ones, -0.3 * ones, 2.0 * ones, -1.7 * ones])
+    # |U - U*| <= |grad|_2 / lambda_min = sqrt(N) tol / (rho h): tol = 1e-14 for 1e-10
+    found = stability.equilibria(sh, starts, tol=1e-14)
+    assert len(found.points) == 3 and found.n_failed == 0
+    s = np.sqrt(1 - rho)
+    # cost order: the two minimisers (equal cost) first, the saddle (cost 1/4) last
+    saddle = found.points[-1]
+    assert saddle.cost == pytest.approx(0.25, rel=1e-14)
+    np.testing.assert_array_equal(np.asarray(saddle.U), 0.0)
+    minima = sorted(float(np.mean(p.U)) for p in found.points[:2])
+    np.testing.assert_allclose(minima, [-s, s], rtol=1e-10)
+    for p in found.points[:2]:
+        np.testing.assert_allclose(np.asarray(p.U), np.mean(p.U), rtol=0, atol=1e-10)
+    assert found.labels[0] == 2
+    assert found.labels[1] == found.labels[3] != found.labels[2] == found.labels[4]
+    # vmapped runs agree with single runs
+    single = stability.equilibrium(sh, starts[3], tol=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(found.runs[3].U), np.asarray(single.U), rtol=0, atol=1e-14
+    )
+    assert found.runs[3].iterations == single.iterations
+    json.dumps(found.to_dict(), allow_nan=False)
+    assert "3 distinct from 5 starts" in repr(found)
+
+
+def test_hamiltonian_norm_stops_on_dH_du():
+    sh = flow.shoot(problems.scalar_regularized(), 500, scheme=flow.Heun())
+    eq = stability.equilibrium(sh, tol=1e-9, norm="hamiltonian")
+    assert eq.success
+    assert np.max(np.abs(np.asarray(eq.gradient) / np.asarray(sh.steps)[:, None])) <= 1e-9
+
+
+def test_failure_is_reported_not_silent():
+    sh = flow.shoot(problems.van_der_pol(), 50)
+    with pytest.raises(RuntimeError, match="max_steps"):
+        stability.equilibrium(sh, max_steps=2)
+    eq = stability.equilibrium(sh, max_steps=2, throw=False)
+    assert eq.status == "max_steps" and not eq.success and eq.iterations == 2
+    assert stability.STATUS_MESSAGES["max_steps"] in eq.message
+    d = eq.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["success"] is False and "U" not in d
+    assert len(eq.to_dict(include_arrays=True)["U"]) == 50
+
+
+def test_nonfinite_start_is_reported():
+    bad = flow.OptimalControlProblem(
+        lambda x, u: u, lambda x: jnp.sqrt(x[0] + 1.0), x0=[0.0], t0=0.0, tf=1.0, control_dim=1
+    )
+    sh = flow.shoot(bad, 10)
+    eq = stability.equilibrium(sh, -5 * jnp.ones((10, 1)), throw=False)
+    assert eq.status == "nonfinite" and eq.iterations == 0
+
+
+def test_unreachable_tolerance_stalls():
+    sh = flow.shoot(problems.van_der_pol(), 100)
+    eq = stability.equilibrium(sh, tol=1e-300, throw=False)
+    assert eq.status == "stalled"
+    assert eq.gradient_norm < 1e-11  # it still got to the rounding floor
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(U0=np.zeros((3, 1))), ValueError, "`U0` must have shape"),
+        (dict(U0=np.zeros((10, 1), dtype=np.float32)), TypeError, "float64"),
+        (dict(U0=np.full((10, 1), np.nan)), ValueError, "finite"),
+        (dict(tol=-1.0), ValueError, "`tol`"),
+        (dict(norm="l2"), ValueError, "`norm`"),
+        (dict(max_steps=0), ValueError, "`max_steps`"),
+        (dict(initial_radius=0.0), ValueError, "`initial_radius`"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, words):
+    sh = flow.shoot(problems.scalar_regularized(), 10)
+    with pytest.raises(exc, match=words):
+        stability.equilibrium(sh, **kwargs)
+
+
+def test_bad_shooting_and_starts():
+    with pytest.raises(TypeError, match="`shooting`"):
+        stability.equilibrium(problems.scalar_regularized())
+    sh = flow.shoot(problems.scalar_regularized(), 10)
+    with pytest.raises(ValueError, match="`starts` must have shape"):
+        stability.equilibria(sh, np.zeros((10, 1)))
+    with pytest.raises(ValueError, match="`distinct_tol`"):
+        stability.equilibria(sh, np.zeros((2, 10, 1)), distinct_tol=0.0)
+
+
+def test_no_recompilation_for_new_starts_points_and_options(rng):
+    """New starts, tolerances, step limits and points reuse every compiled kernel
+    (XLA backend compilations counted through jax.monitoring)."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    p = flow.OptimalControlProblem(
+        lambda x, u: -x + u - 0.1 * x**3,
+        lambda x: 0.5 * (x[0] - 1) ** 2,
+        [0.0],
+        0.0,
+        1.0,
+        control_dim=1,
+        running_cost=lambda x, u: 0.5 * jnp.sum(u**2),
+    )
+    sh = flow.shoot(p, 300)
+
+    def run(U0, tol, max_steps, k):
+        eq = stability.equilibrium(sh, U0, tol=tol, max_steps=max_steps)
+        lin = stability.linearize(sh, eq, "hamiltonian")
+        spec = stability.spectrum(lin, method="lanczos", k=k)
+        stability.euler_bound(spec)
+        return eq
+
+    run(None, 1e-10, 200, 6)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        eq2 = run(jnp.asarray(rng.normal(size=(300, 1))), 1e-9, 50, 3)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert eq2.success and compiles == []
