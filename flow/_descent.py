@@ -155,7 +155,7 @@ def descend(
     if tol is not None and not isinstance(tol, jax.core.Tracer) and not float(tol) > 0:
         raise ValueError(f"`tol` must be positive; got {tol}.")
     rule = step_rule(step)
-    U0 = shooting._check(U0, "U0")
+    U0 = shooting.check_controls(U0, "U0")
     if save_iterates is None:
         save_iterates = (iterations + 1) * U0.size * 8 <= SAVE_ITERATES_MAX_BYTES
     metric = metric.prepare(shooting, U0)

@@ -220,7 +220,7 @@ def gradient_flow(
     for name, v in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(v, int | float) and v > 0):
             raise ValueError(f"`{name}` must be a positive number; got {v!r}.")
-    U0 = shooting._check(U0, "U0")
+    U0 = shooting.check_controls(U0, "U0")
     metric = metric.prepare(shooting, U0)
     solver = diffrax.Tsit5() if solver is None else solver
     saveat = diffrax.SaveAt(t0=True, t1=True) if saveat is None else saveat

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import scipy.integrate
@@ -20,6 +21,23 @@ def _scalar_dynamics(x, u):
 
 def _scalar_endpoint(x):
     return 0.5 * (x[0] - 1.0) ** 2
+
+
+class _ControlPenalty(eqx.Module):
+    """L(x, u) = weight/2 |u|^2, comparable by value (problems built with the same
+    weight share compiled code)."""
+
+    weight: float
+
+    def __call__(self, x, u):
+        return 0.5 * self.weight * jnp.sum(u**2)
+
+
+def _positive_weight(name: str, value: Any) -> float:
+    value = float(value)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a finite positive number; got {value}.")
+    return value
 
 
 def scalar_mayer() -> OptimalControlProblem:
@@ -55,20 +73,14 @@ def scalar_regularized(rho: Real = 1.0) -> OptimalControlProblem:
 
     **Arguments:** `rho > 0`, the control weight.
     """
-    rho = float(rho)
-    if not (np.isfinite(rho) and rho > 0):
-        raise ValueError(f"`rho` must be a finite positive number; got {rho}.")
-
-    def running(x, u):
-        return 0.5 * rho * jnp.sum(u**2)
-
+    rho = _positive_weight("rho", rho)
     return OptimalControlProblem(
         _scalar_dynamics,
         _scalar_endpoint,
         x0=[0.0],
         t0=0.0,
         tf=1.0,
-        running_cost=running,
+        running_cost=_ControlPenalty(rho),
         control_dim=1,
         name="scalar_regularized" if rho == 1.0 else f"scalar_regularized(rho={rho:g})",
     )
@@ -210,6 +222,18 @@ def riccati_reference(
     return RiccatiReference(cost=float(cost), ts=ts, P=P_ts, x=x_ts, u=u_ts)
 
 
+def _vdp_dynamics(x, u):
+    return jnp.stack([(1.0 - x[1] ** 2) * x[0] - x[1] + u[0], x[0]])
+
+
+def _zero_endpoint(x):
+    return jnp.zeros((), dtype=x.dtype)
+
+
+def _vdp_running(x, u):
+    return x[0] ** 2 + x[1] ** 2 + u[0] ** 2
+
+
 def van_der_pol() -> OptimalControlProblem:
     r"""The Van der Pol oscillator, the classic direct single shooting benchmark.
 
@@ -219,26 +243,36 @@ def van_der_pol() -> OptimalControlProblem:
     stiff: at N = 200 (Euler) the eigenvalues of $\nabla^2 E^N / h$ at the optimum
     span roughly [2, 5e4], and the Hessian is indefinite at $U = 0$.
     """
-
-    def dynamics(x, u):
-        return jnp.stack([(1.0 - x[1] ** 2) * x[0] - x[1] + u[0], x[0]])
-
-    def endpoint(x):
-        return jnp.zeros((), dtype=x.dtype)
-
-    def running(x, u):
-        return x[0] ** 2 + x[1] ** 2 + u[0] ** 2
-
     return OptimalControlProblem(
-        dynamics,
-        endpoint,
+        _vdp_dynamics,
+        _zero_endpoint,
         x0=[0.0, 1.0],
         t0=0.0,
         tf=10.0,
-        running_cost=running,
+        running_cost=_vdp_running,
         control_dim=1,
         name="van_der_pol",
     )
+
+
+def _cart_pole_dynamics(x, u):
+    mc, mp, l, g = 1.0, 0.1, 0.5, 9.81
+    th, pd, thd = x[1], x[2], x[3]
+    s, c = jnp.sin(th), jnp.cos(th)
+    den = mc + mp * s**2
+    pdd = (u[0] + mp * s * (l * thd**2 + g * c)) / den
+    thdd = (-u[0] * c - mp * l * thd**2 * c * s - (mc + mp) * g * s) / (l * den)
+    return jnp.stack([pd, thd, pdd, thdd])
+
+
+class _TargetPenalty(eqx.Module):
+    """E(x) = weight/2 |x - target|^2, comparable by value."""
+
+    weight: float
+    target: tuple[float, ...]
+
+    def __call__(self, x):
+        return 0.5 * self.weight * jnp.sum((x - jnp.asarray(self.target)) ** 2)
 
 
 def cart_pole(
@@ -259,33 +293,22 @@ def cart_pole(
     Cost $\tfrac{w_T}{2} \|x(T) - (0, \pi, 0, 0)\|^2 + \int_0^T \tfrac{w_u}{2} u^2 dt$
     from rest hanging down. Strongly nonconvex: many local minimisers.
     """
-    mc, mp, l, g = 1.0, 0.1, 0.5, 9.81
-    target = jnp.array([0.0, jnp.pi, 0.0, 0.0])
-
-    def dynamics(x, u):
-        _, th, pd, thd = x[0], x[1], x[2], x[3]
-        s, c = jnp.sin(th), jnp.cos(th)
-        den = mc + mp * s**2
-        pdd = (u[0] + mp * s * (l * thd**2 + g * c)) / den
-        thdd = (-u[0] * c - mp * l * thd**2 * c * s - (mc + mp) * g * s) / (l * den)
-        return jnp.stack([pd, thd, pdd, thdd])
-
-    def endpoint(x):
-        return 0.5 * terminal_weight * jnp.sum((x - target) ** 2)
-
-    def running(x, u):
-        return 0.5 * control_weight * jnp.sum(u**2)
-
     return OptimalControlProblem(
-        dynamics,
-        endpoint,
+        _cart_pole_dynamics,
+        _TargetPenalty(
+            _positive_weight("terminal_weight", terminal_weight), (0.0, np.pi, 0.0, 0.0)
+        ),
         x0=[0.0, 0.0, 0.0, 0.0],
         t0=0.0,
         tf=float(T),
-        running_cost=running,
+        running_cost=_ControlPenalty(_positive_weight("control_weight", control_weight)),
         control_dim=1,
         name="cart_pole",
     )
+
+
+def _unicycle_dynamics(x, u):
+    return jnp.stack([u[0] * jnp.cos(x[2]), u[0] * jnp.sin(x[2]), u[1]])
 
 
 def unicycle(T: Real = 2.0, terminal_weight: float = 10.0) -> OptimalControlProblem:
@@ -296,26 +319,48 @@ def unicycle(T: Real = 2.0, terminal_weight: float = 10.0) -> OptimalControlProb
     $\tfrac{w_T}{2}\|x(T) - (1, 1, \pi/2)\|^2 + \int_0^T \tfrac12 (v^2 + \omega^2)
     dt$. Nonlinear in both state and control (bilinear $v\cos\theta$).
     """
-    target = jnp.array([1.0, 1.0, jnp.pi / 2])
-
-    def dynamics(x, u):
-        return jnp.stack([u[0] * jnp.cos(x[2]), u[0] * jnp.sin(x[2]), u[1]])
-
-    def endpoint(x):
-        return 0.5 * terminal_weight * jnp.sum((x - target) ** 2)
-
-    def running(x, u):
-        return 0.5 * jnp.sum(u**2)
-
     return OptimalControlProblem(
-        dynamics,
-        endpoint,
+        _unicycle_dynamics,
+        _TargetPenalty(_positive_weight("terminal_weight", terminal_weight), (1.0, 1.0, np.pi / 2)),
         x0=[0.0, 0.0, 0.0],
         t0=0.0,
         tf=float(T),
-        running_cost=running,
+        running_cost=_ControlPenalty(1.0),
         control_dim=2,
         name="unicycle",
+    )
+
+
+def _integrator(x, u):
+    return u
+
+
+def _double_well_endpoint(x):
+    return 0.25 * (x[0] ** 2 - 1.0) ** 2
+
+
+def double_well(rho: Real = 0.5) -> OptimalControlProblem:
+    r"""A nonconvex problem with a saddle: $\dot x = u$, $x(0) = 0$, $t \in [0, 1]$,
+    cost $\tfrac14 (x(1)^2 - 1)^2 + \int_0^1 \tfrac{\rho}{2} u^2\,dt$, $0 < \rho < 1$.
+
+    For every scheme here $x_N = h\sum_k u_k$, so with $s = \sum_k u_k$ the closed
+    forms are: $U = 0$ is a stationary point whose Hessian has eigenvalues
+    $\rho h$ ($N - 1$ times) and $h(\rho - 1) < 0$: a saddle of index 1; the
+    minimisers are the constant controls $u = \pm\sqrt{1 - \rho}$, with Hessian
+    eigenvalues $\rho h$ ($N - 1$ times) and $h(2 - 2\rho)$.
+    """
+    rho = _positive_weight("rho", rho)
+    if not rho < 1:
+        raise ValueError(f"`rho` must be in (0, 1) for a saddle at U = 0; got {rho}.")
+    return OptimalControlProblem(
+        _integrator,
+        _double_well_endpoint,
+        x0=[0.0],
+        t0=0.0,
+        tf=1.0,
+        running_cost=_ControlPenalty(rho),
+        control_dim=1,
+        name="double_well" if rho == 0.5 else f"double_well(rho={rho:g})",
     )
 
 
@@ -362,6 +407,10 @@ BUILTIN: dict[str, tuple[Callable[[], OptimalControlProblem], str]] = {
     "unicycle": (
         unicycle,
         "unicycle to a target pose, n = 3, m = 2",
+    ),
+    "double_well": (
+        double_well,
+        "x' = u, cost (x(1)^2-1)^2/4 + int u^2/4: a saddle at U = 0 and two minimisers",
     ),
 }
 

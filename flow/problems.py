@@ -11,6 +11,7 @@ from ._problems import (
     DEFAULT_PROBLEM as DEFAULT_PROBLEM,
     RiccatiReference as RiccatiReference,
     cart_pole as cart_pole,
+    double_well as double_well,
     get as get,
     linear_quadratic as linear_quadratic,
     riccati_reference as riccati_reference,

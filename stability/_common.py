@@ -24,25 +24,8 @@ def check_shooting(shooting: Any, name: str = "shooting") -> Shooting:
 
 
 def as_controls(shooting: Shooting, U: Any, name: str) -> Array:
-    """A float64 array of shape `shooting.control_shape`, or a clear error."""
-    if not hasattr(U, "shape") or not hasattr(U, "dtype"):
-        try:
-            U = np.asarray(U, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise TypeError(
-                f"`{name}` must be a float64 array of shape {shooting.control_shape}; got "
-                f"{type(U).__name__}."
-            ) from e
-    if U.dtype != jnp.float64:
-        raise TypeError(
-            f"`{name}` must be a float64 array of shape {shooting.control_shape}; got dtype "
-            f"{U.dtype}. Convert with jnp.asarray({name}, dtype=float)."
-        )
-    if tuple(U.shape) != shooting.control_shape:
-        raise ValueError(
-            f"`{name}` must have shape (N, m) = {shooting.control_shape}; got {tuple(U.shape)}."
-        )
-    U = jnp.asarray(U)
+    """`shooting.check_controls(U, name)`, and finite (checked when concrete)."""
+    U = shooting.check_controls(U, name)
     if not isinstance(U, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(U))):
         raise ValueError(f"`{name}` must be finite.")
     return U
