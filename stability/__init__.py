@@ -11,6 +11,11 @@ import importlib.metadata
 
 import flow as _flow  # noqa: F401  (enables float64)
 
+from ._analysis import (
+    StabilityReport as StabilityReport,
+    analyze as analyze,
+    observed_rate as observed_rate,
+)
 from ._classify import Classification as Classification, classify as classify
 from ._equilibrium import (
     STATUS_MESSAGES as STATUS_MESSAGES,
