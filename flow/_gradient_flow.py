@@ -30,17 +30,19 @@ def stiff_solver(
     avoids most rejected steps on stiff flows).
 
     Measured on `van_der_pol`, N = 200, Hamiltonian metric, from U = 0 to
-    $\max|\partial_u H| \le 10^{-8}$ (rtol 1e-3, atol 1e-6): Kvaerno3 183 steps in
-    about 5 s with its compilation; Kvaerno5 compiles for much longer (~50 s),
-    hence the default `order=3`.
+    $\max|\partial_u H| \le 10^{-8}$ (rtol 1e-3, atol 1e-6): Kvaerno3 with the
+    dense root finder, 183 steps in about 5 s with its compilation; Kvaerno5 with
+    the dense root finder compiled for tens of seconds here; hence `order=3`.
+    See `benchmarks/README.md` (gradient flow) for N = 10^3, 10^4.
 
     The stage equations use the step controller's tolerances.
 
-    - `matrix_free=False` (small $Nm$, up to a few thousand): diffrax's `VeryChord`
+    - `matrix_free=False` (small $Nm$): diffrax's `VeryChord`
       root finder linearises once per step and reuses that Jacobian for every
       stage and iteration: $\partial F/\partial U = -M^{-1}\nabla^2 E^N$ is
       materialised from $Nm$ Hessian-vector products and LU-factorised once per
-      step. Fast when $Nm$ is small; $O((Nm)^2)$ memory.
+      step: only for small $Nm$ (a few hundred; at $Nm = 10^3$ it was 4-9 times
+      slower than the matrix-free path); $O((Nm)^2)$ memory.
     - `matrix_free=True` (large $Nm$, e.g. $10^4$): optimistix `Newton` with
       GMRES on Jacobian-vector products (one Hessian-vector product each) for
       $(I - \gamma\Delta\tau\,J)x = b$; nothing $Nm \times Nm$ is ever formed.
