@@ -11,9 +11,9 @@ N = 10^3 and 10^4 (``--quick``: 10^3 only, scipy caps of 10 s, no dense Kvaerno)
 - flow: `diffrax.Tsit5()`; `flow.stiff_solver(order=3 | 5, matrix_free=True | False)`
   (Kvaerno3/5; dense = VeryChord + LU of the materialised Jacobian, matrix-free =
   Newton + GMRES on Jacobian-vector products; dense only on van_der_pol at N = 10^3)
-  with the PI controller 0.3/0.3; on van_der_pol also a *diagnostic variant* (not
-  flow's API): the same Kvaerno with GMRES(restart=5) instead of flow's restart=40
-  (see FLOW.md, diagnosis);
+  with the PI controller 0.3/0.3; on van_der_pol also a *comparison variant*: the
+  same Kvaerno with GMRES(restart=40), flow's earlier default (flow now uses
+  restart=5; see README.md, diagnosis);
 - scipy: RK45, LSODA, BDF, Radau on `jax.jit(F)` (numpy <-> jax at each call), with
   scipy's default finite-difference Jacobian (N*m vector-field calls each) and with
   `jac=` a dense jitted `jax.jacfwd(F)`. The OdeSolver classes are stepped directly
@@ -214,8 +214,8 @@ def flow_configs(name: str, N: int, quick: bool) -> list[dict[str, Any]]:
         for order in (3, 5) if N <= 10**3 else (3,):
             out.append(
                 dict(
-                    key=f"Kvaerno{order} GMRES(5) [variant]",
-                    solver=lambda o=order: _gmres_variant(o, 5),
+                    key=f"Kvaerno{order} GMRES(40) [earlier default]",
+                    solver=lambda o=order: _gmres_variant(o, 40),
                     tol=LOOSE,
                     kw=PI,
                     max_steps=100_000,

@@ -46,7 +46,7 @@ def test_constant_step_equals_diffrax_euler(metric, rng):
     U0 = jnp.asarray(0.1 * rng.normal(size=sh.control_shape))
     alpha = 0.01 if metric.name == "identity" else 0.0005
     K = 25
-    tr = flow.descend(sh, U0, metric, step=alpha, iterations=K)
+    tr = flow.descend(sh, U0, metric, step=alpha, iterations=K, save_iterates=True)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(flow.vector_field(sh, metric)),
         diffrax.Euler(),
@@ -157,9 +157,16 @@ def test_hamiltonian_step_equals_hamiltonian_metric():
     """alpha = c/h with the identity metric is the Hamiltonian metric with step c."""
     sh = flow.shoot(problems.scalar_regularized(), 100)
     a = flow.descend(
-        sh, sh.zeros(), metrics.Identity(), step=flow.HamiltonianStep(0.5), iterations=15
+        sh,
+        sh.zeros(),
+        metrics.Identity(),
+        step=flow.HamiltonianStep(0.5),
+        iterations=15,
+        save_iterates=True,
     )
-    b = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=15)
+    b = flow.descend(
+        sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=15, save_iterates=True
+    )
     np.testing.assert_allclose(a.iterates, b.iterates, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(a.step, 0.5 * 100, rtol=1e-13)
 
@@ -244,7 +251,15 @@ def test_lbfgs_hamiltonian_metric_beats_gradient():
 
 def test_trace_contents_and_status():
     sh = flow.shoot(problems.scalar_regularized(), 50)
-    tr = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=100, tol=1e-9)
+    tr = flow.descend(
+        sh,
+        sh.zeros(),
+        metrics.Hamiltonian(),
+        step=0.5,
+        iterations=100,
+        tol=1e-9,
+        save_iterates=True,
+    )
     n = int(tr.n_iterations)
     assert tr.success and tr.message.startswith("converged")
     h = 1 / 50
@@ -263,10 +278,31 @@ def test_trace_contents_and_status():
     assert tr.result == flow.RESULTS.max_iterations and not tr.success
 
 
-def test_iterates_not_saved_above_threshold():
-    sh = flow.shoot(problems.scalar_regularized(), 100_000)
-    tr = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=200)
+def test_iterates_are_opt_in_and_bounded():
+    sh = flow.shoot(problems.scalar_regularized(), 1000)
+    tr = flow.descend(sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=20)
     assert tr.iterates is None
+    with pytest.raises(ValueError, match="save_iterates"):
+        flow.descend(
+            sh, sh.zeros(), metrics.Hamiltonian(), step=0.5, iterations=200_000, save_iterates=True
+        )
+
+
+def test_last_finite_iterate_is_returned():
+    sh = flow.shoot(problems.scalar_regularized(), 200)
+    tr = flow.descend(
+        sh,
+        sh.zeros(),
+        metrics.Hamiltonian(),
+        step=2.5,
+        iterations=500,
+        throw=False,
+        save_iterates=True,
+    )
+    i = int(tr.diverged_at)
+    assert tr.result == flow.RESULTS.diverged and not np.isfinite(float(tr.cost[i]))
+    assert np.all(np.isfinite(np.asarray(tr.U)))
+    np.testing.assert_array_equal(tr.U, tr.iterates[i - 1])
 
 
 @pytest.mark.parametrize(

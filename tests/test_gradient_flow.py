@@ -73,7 +73,14 @@ def test_compare_shows_first_order():
     )
     dists = []
     for alpha in (0.1, 0.05, 0.025):
-        tr = flow.descend(sh, U0, metrics.Hamiltonian(), step=alpha, iterations=int(3.0 / alpha))
+        tr = flow.descend(
+            sh,
+            U0,
+            metrics.Hamiltonian(),
+            step=alpha,
+            iterations=int(3.0 / alpha),
+            save_iterates=True,
+        )
         comp = flow.compare(tr, fs, tau_max=3.0)
         assert comp.tau[-1] <= 3.0 + 1e-12
         dists.append(comp.max_distance)

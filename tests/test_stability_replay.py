@@ -171,7 +171,9 @@ def test_observed_rate_matches_predicted(metric_name):
         j = int(np.argmax(np.abs(1.0 + alpha * c.mu)))
         ends.add("stiff" if j == 0 else "slow")
         assert abs(1.0 + alpha * c.mu[j]) == pytest.approx(predicted, rel=1e-10)
-        tr = flow.descend(c.sh, c.start(j, DELTA_RATE), c.metric, step=alpha, iterations=200)
+        tr = flow.descend(
+            c.sh, c.start(j, DELTA_RATE), c.metric, step=alpha, iterations=200, save_iterates=True
+        )
         U = np.asarray(tr.iterates).reshape(tr.iterates.shape[0], -1)
         e = np.linalg.norm(U - c.U_star.reshape(-1), axis=1)
         window = np.nonzero((e <= 1e-1 * e[0]) & (e >= 1e-5 * e[0]))[0]

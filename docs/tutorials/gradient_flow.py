@@ -32,7 +32,9 @@ sol = flow.gradient_flow(
     saveat=diffrax.SaveAt(t1=True, dense=True),
 )
 for alpha in (0.2, 0.1, 0.05):
-    trace = flow.descend(sh, U0, metrics.Hamiltonian(), step=alpha, iterations=int(4.0 / alpha))
+    trace = flow.descend(
+        sh, U0, metrics.Hamiltonian(), step=alpha, iterations=int(4.0 / alpha), save_iterates=True
+    )
     comp = flow.compare(trace, sol, tau_max=4.0)
     print(f"alpha = {alpha:5.3f}: max_i |U_i - U(tau_i)| = {comp.max_distance:.3e}")
 # Halving alpha halves the distance: forward Euler is first order.
