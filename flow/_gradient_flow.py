@@ -45,8 +45,8 @@ def stiff_solver(
       root finder linearises once per step and reuses that Jacobian for every
       stage and iteration: $\partial F/\partial U = -M^{-1}\nabla^2 E^N$ is
       materialised from $Nm$ Hessian-vector products and LU-factorised once per
-      step: only for small $Nm$ (a few hundred; at $Nm = 10^3$ it was 4-9 times
-      slower than the matrix-free path); $O((Nm)^2)$ memory.
+      step: only for small $Nm$ (a few hundred; at $Nm = 10^3$ it was 20-40 times
+      slower than the matrix-free path with GMRES restart 5); $O((Nm)^2)$ memory.
     - `matrix_free=True` (large $Nm$, e.g. $10^4$): optimistix `Newton` with
       GMRES on Jacobian-vector products (one Hessian-vector product each) for
       $(I - \gamma\Delta\tau\,J)x = b$; nothing $Nm \times Nm$ is ever formed.
