@@ -118,23 +118,38 @@ def fit_order(hs, errs):
     return np.polyfit(np.log(hs), np.log(errs), 1)[0]
 
 
-def lq_euler_quadratic(A, B, Q, R, S, x0, T, N):
-    """E^N(U) = U^T H U / 2 + b^T U + c for forward Euler on an LQ problem, assembled
-    from the matrices (U flattened row-major, m inputs). Returns (H, b, c)."""
+def lq_euler_quadratic(A, B, Q, R, S, x0, grid=None, *, T=None, N=None):
+    """E^N(U) = U^T H U / 2 + b^T U + c for forward Euler on an LQ problem, assembled by
+    hand in numpy. The grid is `grid`, or uniform on [0, T] with N steps.
+
+    x_{k+1} = (I + h_k A) x_k + h_k B u_k, so x_k = G_k U + c_k with
+    G_{k+1} = (I + h_k A) G_k + h_k B E_k, c_{k+1} = (I + h_k A) c_k. The cost is
+    x_N^T S x_N / 2 + sum_k h_k (x_k^T Q x_k + u_k^T R u_k) / 2. U is ordered
+    row-major (index k*m + i is u_{k,i}). Returns (H, b, c).
+    """
     A, B, Q, R, S, x0 = (np.atleast_2d(np.asarray(v, dtype=float)) for v in (A, B, Q, R, S, x0))
     x0 = x0.reshape(-1)
     n, m = B.shape
-    h = T / N
-    Phi = np.eye(n) + h * A
-    G = [np.zeros((n, N * m))]  # x_k = G_k U + c_k
-    c = [x0]
+    if grid is None:
+        grid = np.linspace(0.0, T, N + 1)
+    h = np.diff(np.asarray(grid, dtype=float))
+    N = h.shape[0]
+    G = np.zeros((n, N * m))
+    c = x0.copy()
+    H = np.zeros((N * m, N * m))
+    b = np.zeros(N * m)
+    const = 0.0
     for k in range(N):
-        Gk = Phi @ G[-1]
-        Gk[:, k * m : (k + 1) * m] += h * B
-        G.append(Gk)
-        c.append(Phi @ c[-1])
-    H = sum(h * G[k].T @ Q @ G[k] for k in range(N)) + np.kron(np.eye(N), h * R)
-    H = H + G[N].T @ S @ G[N]
-    b = sum(h * G[k].T @ Q @ c[k] for k in range(N)) + G[N].T @ S @ c[N]
-    const = 0.5 * sum(h * c[k] @ Q @ c[k] for k in range(N)) + 0.5 * c[N] @ S @ c[N]
+        H += h[k] * G.T @ Q @ G
+        b += h[k] * G.T @ Q @ c
+        const += 0.5 * h[k] * c @ Q @ c
+        sl = slice(k * m, (k + 1) * m)
+        H[sl, sl] += h[k] * R
+        Phi = np.eye(n) + h[k] * A
+        G = Phi @ G
+        G[:, sl] += h[k] * B
+        c = Phi @ c
+    H += G.T @ S @ G
+    b += G.T @ S @ c
+    const += 0.5 * c @ S @ c
     return H, b, const

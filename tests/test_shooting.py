@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _reference import RandomProblem, euler_reference, rel
+from _reference import RandomProblem, euler_reference, lq_euler_quadratic, rel
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import flow
@@ -236,17 +236,7 @@ def test_lq_hessian_is_constant_and_matches_assembled(rng):
     Q, R, S = np.diag([1.0, 0.5]), np.array([[0.7]]), np.diag([2.0, 1.0])
     x0, T, N = np.array([1.0, -0.5]), 1.5, 12
     sh = flow.shoot(problems.linear_quadratic(A, B, Q, R, S, x0, T), N)
-    h = T / N
-    # x_k = G_k U + c_k with Phi = I + hA: x_{k+1} = Phi x_k + h B u_k.
-    Phi = np.eye(2) + h * A
-    G = [np.zeros((2, N))]
-    for k in range(N):
-        Gk = Phi @ G[-1]
-        Gk[:, k] += h * B[:, 0]
-        G.append(Gk)
-    # running cost sum_k h/2 (x_k^T Q x_k + u_k^T R u_k) over k = 0..N-1, plus terminal.
-    H = sum(h * G[k].T @ Q @ G[k] for k in range(N)) + h * R[0, 0] * np.eye(N)
-    H = H + G[N].T @ S @ G[N]
+    H, _, _ = lq_euler_quadratic(A, B, Q, R, S, x0, T=T, N=N)
     for U in (sh.zeros(), random_control(sh, rng)):
         np.testing.assert_allclose(sh.hessian(U), H, rtol=1e-12, atol=1e-14)
 

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from _stability_reference import double_well, lq_euler_quadratic
+from _reference import lq_euler_quadratic
+from _stability_reference import double_well
 
 import flow
 import stability
@@ -78,7 +79,7 @@ def test_lq_equilibrium_solves_the_assembled_normal_equations():
     for grid in (np.linspace(0, lq["T"], N + 1), lq["T"] * np.linspace(0, 1, N + 1) ** 1.5):
         sh = flow.shoot(problem, grid)
         eq = stability.equilibrium(sh, tol=1e-13)
-        H, b = lq_euler_quadratic(lq["A"], lq["B"], lq["Q"], lq["R"], lq["S"], lq["x0"], grid)
+        H, b, _ = lq_euler_quadratic(lq["A"], lq["B"], lq["Q"], lq["R"], lq["S"], lq["x0"], grid)
         U_ref = np.linalg.solve(H, -b)
         np.testing.assert_allclose(np.asarray(eq.U).reshape(-1), U_ref, rtol=1e-10, atol=1e-12)
         # inexact Newton (CG forcing min(1/2, sqrt(|g|/|g0|))): superlinear, a few steps

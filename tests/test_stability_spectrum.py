@@ -8,7 +8,7 @@ import lineax as lx
 import numpy as np
 import pytest
 import scipy.linalg
-from _stability_reference import lq_euler_quadratic
+from _reference import lq_euler_quadratic
 
 import flow
 import stability
@@ -42,7 +42,7 @@ def test_lq_eigenvalues_match_the_assembled_hessian(lq_problem, grid_kind):
     N = 40  # N*m = 80
     grid = _grids(N)[grid_kind]
     sh = flow.shoot(lq_problem, grid)
-    H, _ = lq_euler_quadratic(LQ["A"], LQ["B"], LQ["Q"], LQ["R"], LQ["S"], LQ["x0"], grid)
+    H, _, _ = lq_euler_quadratic(LQ["A"], LQ["B"], LQ["Q"], LQ["R"], LQ["S"], LQ["x0"], grid)
     h = np.repeat(np.diff(grid), 2)  # M = diag(h_k) (x) I_2, row-major order
     reference = {
         "identity": -np.linalg.eigvalsh(H),
