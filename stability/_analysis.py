@@ -9,13 +9,12 @@ import equinox as eqx
 import numpy as np
 
 import flow
-from flow import metrics as _metrics
 
 from ._classify import Classification, classify
 from ._common import check_shooting, jsonable
 from ._equilibrium import Equilibrium, equilibrium
 from ._euler import EulerBound, euler_bound
-from ._linearize import linearize
+from ._linearize import as_metric, linearize
 from ._spectrum import Spectrum, spectrum
 from ._tolerance import gradient_tolerance, hamiltonian_tolerance
 
@@ -147,14 +146,6 @@ def _fmt(x: float | None) -> str:
     return "none" if x is None else f"{x:.4g}"
 
 
-def _metric(metric: Any) -> _metrics.AbstractMetric:
-    if isinstance(metric, str):
-        return _metrics.metric_from_name(metric)
-    if not isinstance(metric, _metrics.AbstractMetric):
-        raise TypeError(f"`metric` must be a flow.metrics metric or its name; got {metric!r}.")
-    return metric
-
-
 def analyze(
     shooting: Any,
     U0: Any = None,
@@ -192,7 +183,7 @@ def analyze(
     **Returns:** a [`StabilityReport`][stability.StabilityReport].
     """
     sh = check_shooting(shooting)
-    metric = _metric(metric)
+    metric = as_metric(metric)
     U0 = sh.zeros() if U0 is None else sh.check_controls(U0, "U0")
     eq = equilibrium(sh, U0, tol=equilibrium_tol, throw=False)
     metric_at = metric.prepare(sh, U0)

@@ -32,7 +32,8 @@ DENSE_JACOBIAN_MAX = 4096
 _KINDS = ("diagonal", "cholesky", "newton", "general")
 
 
-def _as_metric(metric: Any) -> metrics.AbstractMetric:
+def as_metric(metric: Any) -> metrics.AbstractMetric:
+    """A metric instance from a metric, its name, or None (Identity)."""
     if metric is None:
         return metrics.Identity()
     if isinstance(metric, str):
@@ -305,7 +306,7 @@ def linearize(shooting: Any, U: Any, metric: Any = None) -> Linearization:
             gradient_norm = U.gradient_norm
         U = U.U
     U = as_controls(shooting, U, "U")
-    metric = _as_metric(metric).prepare(shooting, U)
+    metric = as_metric(metric).prepare(shooting, U)
     scale = cholesky = None
     damping = 0.0
     if isinstance(metric, metrics.AbstractDiagonalMetric):

@@ -23,7 +23,7 @@ from ._classify import classify
 from ._common import jsonable, positive_float, positive_int
 from ._equilibrium import equilibrium
 from ._euler import euler_bound
-from ._linearize import _as_metric, linearize
+from ._linearize import as_metric, linearize
 from ._spectrum import spectrum
 
 
@@ -176,7 +176,7 @@ def mesh_study(
     if callable(metric) and not isinstance(metric, flow.metrics.AbstractMetric):
         metric_of = metric
     else:
-        fixed_metric = _as_metric(metric)
+        fixed_metric = as_metric(metric)
         metric_of = lambda sh: fixed_metric  # noqa: E731
     sopts = dict(spectrum_options or {})
     sopts.setdefault("k", k)
