@@ -10,10 +10,10 @@ N = 10^3 and 10^4 (``--quick``: 10^3 only, scipy caps of 10 s, no dense Kvaerno)
 
 - flow: `diffrax.Tsit5()`; `flow.stiff_solver(order=3 | 5, matrix_free=True | False)`
   (Kvaerno3/5; dense = VeryChord + LU of the materialised Jacobian, matrix-free =
-  Newton + GMRES on Jacobian-vector products; dense only on van_der_pol at N = 10^3)
-  with the PI controller 0.3/0.3; on van_der_pol also a *comparison variant*: the
-  same Kvaerno with GMRES(restart=40), flow's earlier default (flow now uses
-  restart=5; see README.md, diagnosis);
+  flow's inexact Newton-Krylov: GMRES tested after every Jacobian-vector product;
+  dense only on van_der_pol at N = 10^3) with the PI controller 0.3/0.3; on
+  van_der_pol also a *comparison variant*: the previous matrix-free set-up,
+  optimistix Newton + lineax GMRES(restart=5) (see README.md, diagnosis);
 - scipy: RK45, LSODA, BDF, Radau on `jax.jit(F)` (numpy <-> jax at each call), with
   scipy's default finite-difference Jacobian (N*m vector-field calls each) and with
   `jac=` a dense jitted `jax.jacfwd(F)`. The OdeSolver classes are stepped directly
@@ -167,7 +167,7 @@ def time_calls(call: Callable[[], Any], *, budget_s: float = 1.0, max_repeats: i
 
 
 def _gmres_variant(order: int, restart: int) -> diffrax.AbstractImplicitSolver:
-    """flow.stiff_solver(matrix_free=True) with another GMRES restart length (diagnostic)."""
+    """The previous matrix-free set-up (diagnostic): optimistix Newton + lineax GMRES."""
     rf = diffrax.with_stepsize_controller_tols(optx.Newton)(
         linear_solver=lx.GMRES(
             rtol=1e-6, atol=1e-14, restart=restart, stagnation_iters=restart, max_steps=400
@@ -211,11 +211,11 @@ def flow_configs(name: str, N: int, quick: bool) -> list[dict[str, Any]]:
             )
         )
     if stiff:
-        for order in (3, 5) if N <= 10**3 else (3,):
+        for order in (3, 5) if N <= 10**3 else (5,):
             out.append(
                 dict(
-                    key=f"Kvaerno{order} GMRES(40) [earlier default]",
-                    solver=lambda o=order: _gmres_variant(o, 40),
+                    key=f"Kvaerno{order} optx Newton + lineax GMRES(5) [previous default]",
+                    solver=lambda o=order: _gmres_variant(o, 5),
                     tol=LOOSE,
                     kw=PI,
                     max_steps=100_000,

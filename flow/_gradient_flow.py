@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
-import optimistix as optx
 from jaxtyping import Array, Float, Int
 
+from ._krylov import EarlyGMRES, StageNewton
 from ._metrics import AbstractMetric
 from ._shooting import Shooting, _cost_impl
 from ._status import RESULTS, ConvergenceError, DivergenceError, is_success
@@ -23,37 +23,42 @@ _STOP_ON = ("hamiltonian", "gradient")
 
 def stiff_solver(
     *,
-    order: int = 3,
+    order: int | None = None,
     matrix_free: bool = False,
-    krylov_rtol: float = 1e-6,
-    restart: int = 5,
+    krylov_rtol: float = 1e-2,
+    restart: int = 30,
+    kappa: float = 0.1,
 ) -> diffrax.AbstractImplicitSolver:
     r"""A diffrax ESDIRK solver (`Kvaerno3`, `Kvaerno4` or `Kvaerno5` by `order`;
     L-stable) set up for stiff gradient flows. Use it with
     `gradient_flow(..., pcoeff=0.3, icoeff=0.3)` (a PI step controller, which
-    avoids most rejected steps on stiff flows).
+    avoids most rejected steps on stiff flows). The stage equations use the step
+    controller's tolerances.
 
-    Measured on `van_der_pol`, N = 200, Hamiltonian metric, from U = 0 to
-    $\max|\partial_u H| \le 10^{-8}$ (rtol 1e-3, atol 1e-6): Kvaerno3 with the
-    dense root finder, 183 steps in about 5 s with its compilation; Kvaerno5 with
-    the dense root finder compiled for tens of seconds here; hence `order=3`.
-    See `benchmarks/README.md` (gradient flow) for N = 10^3, 10^4.
+    - `matrix_free=True` (large $Nm$, e.g. $10^4$; default `order` 5): inexact
+      Newton-Krylov on the stage equations. Each Newton iteration `jax.linearize`s
+      the stage function and solves $(I - \gamma\Delta\tau\,J)\delta = r$ by GMRES
+      on Jacobian-vector products (one Hessian-vector product each), tested for
+      convergence after every product and stopped at relative residual
+      `krylov_rtol` (GMRES with Givens rotations; `restart` vectors per cycle).
+      Newton stops as soon as its scaled correction is below `kappa` (possibly
+      after one iteration) or its observed rate says the rest is (Hairer-Wanner
+      IV.8); a rate $\ge 1$ rejects the step. Nothing $Nm \times Nm$ is formed.
+    - `matrix_free=False` (small $Nm$, a few hundred; default `order` 3): diffrax's
+      `VeryChord` linearises once per step and reuses that Jacobian for every stage
+      and iteration: $\partial F/\partial U = -M^{-1}\nabla^2 E^N$ is materialised
+      from $Nm$ Hessian-vector products and LU-factorised once per step;
+      $O((Nm)^2)$ memory.
 
-    The stage equations use the step controller's tolerances.
-
-    - `matrix_free=False` (small $Nm$): diffrax's `VeryChord`
-      root finder linearises once per step and reuses that Jacobian for every
-      stage and iteration: $\partial F/\partial U = -M^{-1}\nabla^2 E^N$ is
-      materialised from $Nm$ Hessian-vector products and LU-factorised once per
-      step: only for small $Nm$ (a few hundred; at $Nm = 10^3$ it was 20-40 times
-      slower than the matrix-free path with GMRES restart 5); $O((Nm)^2)$ memory.
-    - `matrix_free=True` (large $Nm$, e.g. $10^4$): optimistix `Newton` with
-      GMRES on Jacobian-vector products (one Hessian-vector product each) for
-      $(I - \gamma\Delta\tau\,J)x = b$; nothing $Nm \times Nm$ is ever formed.
-      `krylov_rtol` is GMRES's relative tolerance (Newton corrects inexact solves);
-      `restart` its restart length: lineax's GMRES checks convergence only between
-      restart cycles, so a short one stops sooner (restart 5 was 4.6 times faster
-      than 40 at the same steps and residuals on `van_der_pol`, N = 10^3).
+    Why this set-up (measured on `van_der_pol`, N = 10^3, Hamiltonian metric, from
+    U = 0 to $\max|\partial_u H| \le 10^{-8}$, rtol 1e-3, atol 1e-6; see
+    `benchmarks/README.md`): with optimistix `Newton` and lineax `GMRES` the solve
+    took 2.8 s (restart 40) or 0.61 s (restart 5), because lineax's GMRES tests
+    convergence only between restart cycles and needs two cycles; testing after
+    every product and a loose `krylov_rtol` (1e-2; Newton corrects the rest) cut
+    the products per solve to about 3; allowing Newton to stop after one
+    iteration cut the linear solves by a quarter. The dense path was 20-40 times
+    slower at $Nm = 10^3$.
 
     When to pick which solver: an explicit solver (`diffrax.Tsit5()`) when the
     flow is not stiff (the spectrum of $J$ spans a small ratio, e.g. the
@@ -61,26 +66,26 @@ def stiff_solver(
     (e.g. `van_der_pol`, whose $\nabla^2 E^N/h$ spans about $[2, 5\cdot10^4]$), where
     an explicit solver needs a step below $2/\lambda_{max}$.
     """
+    solvers = {3: diffrax.Kvaerno3, 4: diffrax.Kvaerno4, 5: diffrax.Kvaerno5}
+    if order is None:
+        order = 5 if matrix_free else 3
+    if order not in solvers:
+        raise ValueError(f"`order` must be 3, 4 or 5; got {order!r}.")
+    if not (0 < krylov_rtol < 1):
+        raise ValueError(f"`krylov_rtol` must be in (0, 1); got {krylov_rtol!r}.")
+    if not (0 < kappa < 1):
+        raise ValueError(f"`kappa` must be in (0, 1); got {kappa!r}.")
+    if isinstance(restart, bool) or not isinstance(restart, int) or restart < 1:
+        raise ValueError(f"`restart` must be an integer >= 1; got {restart!r}.")
     if matrix_free:
-        # optimistix Newton: re-linearises at each iterate, each GMRES product is one
-        # Jacobian-vector product. (diffrax's VeryChord stores a linearised operator,
-        # which lineax's GMRES state cannot carry through `stop_gradient`.)
-        root_finder = diffrax.with_stepsize_controller_tols(optx.Newton)(
-            linear_solver=lx.GMRES(
-                rtol=krylov_rtol,
-                atol=1e-14,
-                restart=restart,
-                stagnation_iters=restart,
-                max_steps=400,
-            )
+        root_finder = diffrax.with_stepsize_controller_tols(StageNewton)(
+            kappa=kappa,
+            linear_solver=EarlyGMRES(rtol=krylov_rtol, restart=restart, max_restarts=10),
         )
     else:
         root_finder = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(
             linear_solver=lx.AutoLinearSolver(well_posed=None)
         )
-    solvers = {3: diffrax.Kvaerno3, 4: diffrax.Kvaerno4, 5: diffrax.Kvaerno5}
-    if order not in solvers:
-        raise ValueError(f"`order` must be 3, 4 or 5; got {order!r}.")
     return solvers[order](root_finder=root_finder)
 
 
