@@ -164,13 +164,18 @@ def descend(
             f"{SAVE_ITERATES_MAX_BYTES // 2**20} MiB; lower `iterations` or save fewer."
         )
     metric = metric.prepare(shooting, U0)
+    # numpy, not jnp: a host-side 0-d array is a dynamic leaf without a device transfer
+    if isinstance(tol, jax.core.Tracer):
+        tol_arg = tol
+    else:
+        tol_arg = np.asarray(np.inf if tol is None else tol, np.float64)
     trace = _descend(
         shooting,
         U0,
         metric,
         rule,
         int(iterations),
-        jnp.asarray(jnp.inf if tol is None else tol, dtype=jnp.float64),
+        tol_arg,
         tol is not None,
         stop_on == "hamiltonian",
         float(divergence_factor),

@@ -101,7 +101,7 @@ class Shooting(eqx.Module):
             raise ValueError(
                 f"`{name}` must have shape (N, m) = {self.control_shape}; got {tuple(U.shape)}."
             )
-        return jnp.asarray(U)
+        return U if isinstance(U, jax.Array) else jnp.asarray(U)
 
     # --------------------------------------------------------------- public
     def states(self, U: Any) -> Float[Array, "Np1 n"]:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, PyTree
 
 from ._shooting import Shooting, _cost_impl
@@ -23,8 +24,10 @@ Direction = Callable[[Array], tuple[Array, Array]]
 
 
 def _positive(name: str, value: Any) -> Any:
-    """Validate a positive step parameter; return it as a float64 array (a dynamic
-    leaf, so that a new value does not recompile)."""
+    """Validate a positive step parameter; return it as a 0-d float64 numpy array (a
+    dynamic leaf under `eqx.filter_jit`, so that a new value does not recompile;
+    numpy rather than jax, because a host-to-device `jnp.asarray` costs tens of
+    microseconds per call, which showed in `descend`'s overhead at small N)."""
     if isinstance(value, jax.core.Tracer):
         return value
     try:
@@ -33,7 +36,7 @@ def _positive(name: str, value: Any) -> Any:
         raise TypeError(f"`{name}` must be a positive number; got {value!r}.") from None
     if not (v > 0 and v < float("inf")):
         raise ValueError(f"`{name}` must be positive and finite; got {value!r}.")
-    return jnp.asarray(v, dtype=jnp.float64)
+    return np.asarray(v, dtype=np.float64)
 
 
 class AbstractStepRule(eqx.Module):
@@ -65,7 +68,7 @@ class Constant(AbstractStepRule):
     forward Euler with step $\alpha$ on the gradient flow (50)."""
 
     name: ClassVar[str] = "constant"
-    alpha: Float[Array, ""] | float
+    alpha: Float[Array, ""] | Float[np.ndarray, ""] | float
 
     def __init__(self, alpha: Any):
         self.alpha = _positive("alpha", alpha)
@@ -87,7 +90,7 @@ class HamiltonianStep(AbstractStepRule):
     """
 
     name: ClassVar[str] = "hamiltonian"
-    c: Float[Array, ""] | float = 1.0
+    c: Float[Array, ""] | Float[np.ndarray, ""] | float = 1.0
 
     def __init__(self, c: Any = 1.0):
         self.c = _positive("c", c)
