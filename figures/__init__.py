@@ -5,7 +5,11 @@ Each figure is a module `figures.<name>` with a function
 and `<name>.pdf` into `out` and returns their paths) and a command line
 `python figures/<name>.py --out DIR [--quick]`. `quick=True` draws the same
 figure at small sizes (seconds; used by the tests). All of them share the
-style in `figures._style`.
+style in `figures._style` and the drawing primitives in `figures._plots` (forward
+Euler's stability disk, slope guides, divergence marks), and take every number
+from the public API of `flow` and `stability`. Output is deterministic: two runs
+write byte-identical PNG and PDF files. `docs/figures.md` says which claim of the
+paper each figure reproduces.
 
 [`generate_all`][figures.generate_all] regenerates every figure; it backs
 `gradflow figures`.
@@ -19,7 +23,14 @@ from pathlib import Path
 
 
 #: Module names of the figures, in the order `gradflow figures` draws them.
-FIGURES: tuple[str, ...] = ()
+FIGURES: tuple[str, ...] = (
+    "lemma2",  # Lemma 2 (eq. (49)): grad E^N = h dH/du to rounding; off-by-one costate O(h)
+    "tolerance",  # Theorem 5.14, section 6.1: eps on the gradient is eps/h on dH/du
+    "iterations",  # section 6.2: iterations against N for four metrics / steps
+    "euler_disk",  # forward Euler's disk |1 + alpha mu| < 1 below and above alpha_max
+    "mesh",  # alpha_max against N, identity vs Hamiltonian metric (mesh study)
+    "cost_vs_tau",  # cost against tau: the flow and the discrete replays, one diverging
+)
 
 
 def generate_all(

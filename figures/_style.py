@@ -69,8 +69,14 @@ def style() -> Iterator[None]:
         yield
 
 
-def figure(ncols: int = 1, nrows: int = 1, *, width: float | None = None,
-           height: float | None = None, **kwargs: Any):
+def figure(
+    ncols: int = 1,
+    nrows: int = 1,
+    *,
+    width: float | None = None,
+    height: float | None = None,
+    **kwargs: Any,
+):
     """A new `(fig, axes)` in the shared style; `axes` is squeezed like `plt.subplots`."""
     with style():
         w = width if width is not None else (WIDTH_SINGLE if ncols == 1 else WIDTH_DOUBLE)
@@ -88,7 +94,6 @@ def save(fig, out: str | Path, name: str) -> list[Path]:
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     with style():
         fig.savefig(paths[0], metadata={"Software": None})
-        fig.savefig(paths[1], metadata={"CreationDate": None, "Producer": None,
-                                        "Creator": None})
+        fig.savefig(paths[1], metadata={"CreationDate": None, "Producer": None, "Creator": None})
     plt.close(fig)
     return paths

@@ -31,6 +31,14 @@ from ._linearize import (
     linearize as linearize,
 )
 from ._mesh import MeshStudy as MeshStudy, mesh_study as mesh_study
+from ._report import (
+    SCHEMA_VERSION as SCHEMA_VERSION,
+    AnalysisRun as AnalysisRun,
+    ProblemError as ProblemError,
+    load_schema as load_schema,
+    run_analysis as run_analysis,
+    validate as validate_results,  # noqa: F401  (public name: validate_results)
+)
 from ._spectrum import (
     DENSE_SPECTRUM_MAX as DENSE_SPECTRUM_MAX,
     Cluster as Cluster,

@@ -1,91 +1,222 @@
-"""The `gradflow` command line (in process, plus one real subprocess)."""
+"""The `gradflow` command line (in process, plus real subprocesses)."""
 
 import json
+import pathlib
 import subprocess
 import sys
-import textwrap
+import types
 
 import pytest
 
-from stability._cli import main
+import figures
+import flow
+import stability
+from stability import _report
+from stability._cli import load_problem, main
 
 
-def test_analyze_default_prints_equivalence_table(capsys):
-    assert main(["analyze", "--N", "20", "40"]) == 0
-    out = capsys.readouterr().out
-    assert "scalar_regularized" in out and "Lemma 2" in out
-    assert "hold to rounding" in out
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+USER_FILE = pathlib.Path(__file__).resolve().parent / "fixtures_user_problem.py"
+SMALL = ["--N", "50", "--equivalence-N", "50"]
 
 
-def test_analyze_json(capsys):
-    assert main(["analyze", "--N", "30", "--scheme", "heun", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    (row,) = data["equivalence"]
-    assert row["N"] == 30 and row["scheme"] == "heun"
-    assert row["costate_vs_autodiff"] <= 1e-12 and row["lemma2"] <= 1e-12
+def _one_line(err):
+    lines = err.strip().splitlines()
+    return len(lines) == 1 and "Traceback" not in err
+
+
+def test_analyze_prints_summary_and_writes_outputs(tmp_path, capsys):
+    argv = ["analyze", "--N", "50", "--equivalence-N", "25", "50", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "scalar_regularized" in out and "Verdict:" in out
+    assert "asymptotically stable" in out and "alpha_max" in out and "holds" in out
+    assert captured.err == ""  # no progress output when stderr is not a terminal
+    for name in (
+        "results.json",
+        "report.md",
+        "spectrum.png",
+        "spectrum.pdf",
+        "replay.png",
+        "replay.pdf",
+        "equilibrium.png",
+        "equilibrium.pdf",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["headline"] in " ".join(out.split())  # the verdict sentence, unwrapped
+    assert [c["N"] for c in doc["equivalence_sweep"]] == [25, 50]
+
+
+def test_analyze_json_prints_the_document(tmp_path, capsys):
+    argv = [
+        "analyze",
+        *SMALL,
+        "--scheme",
+        "heun",
+        "--metric",
+        "identity",
+        "--step",
+        "hamiltonian",
+        "--tol",
+        "1e-8",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # stdout is pure JSON
+    assert doc == json.loads((tmp_path / "results.json").read_text())
+    assert _report.validate(doc) == []
+    assert doc["scheme"] == "heun" and doc["metric"] == "identity"
+    assert doc["step_rule"] == "hamiltonian"
+    assert doc["step"] == pytest.approx(50.0, rel=1e-13)  # alpha h = 1 with h = 1/50
+    assert doc["tolerance"]["eps"] == 1e-8
+    assert doc["equivalence"]["scheme"] == "heun"
+    # the same settings through the Python API give the same numbers
+    problem = flow.problems.get("scalar_regularized")
+    report = stability.analyze(
+        flow.shoot(problem, 50, flow.Heun()), metric="identity", step=50.0, eps=1e-8
+    )
+    assert doc["euler"]["alpha_max"] == pytest.approx(report.euler.alpha_max, rel=1e-12)
+    assert doc["euler"]["rate_at_step"] == pytest.approx(report.predicted_rate, rel=1e-12)
+    assert doc["tolerance"] == pytest.approx(report.tolerance, rel=1e-14)
 
 
 def test_problems_lists_builtins(capsys):
     assert main(["problems"]) == 0
     out = capsys.readouterr().out
-    for name in ("scalar_regularized", "scalar_mayer", "van_der_pol", "linear_quadratic"):
+    for name in flow.problems.BUILTIN:
         assert name in out
+    assert "(default)" in out
 
 
-def test_user_problem_from_file(tmp_path, capsys):
-    path = tmp_path / "myproblem.py"
-    path.write_text(
-        textwrap.dedent(
-            """
-            import jax.numpy as jnp
-            import flow
+def test_figures_command_runs_every_registered_figure(tmp_path, capsys, monkeypatch):
+    calls = []
 
-            def make():
-                return flow.OptimalControlProblem(
-                    lambda x, u: jnp.stack([x[1], -x[0] + u[0]]),
-                    lambda x: jnp.sum(x**2),
-                    x0=[1.0, 0.0], t0=0.0, tf=1.0,
-                    running_cost=lambda x, u: 0.5 * jnp.sum(u**2),
-                    control_dim=1, name="oscillator",
-                )
+    def make(out, *, quick=False):
+        calls.append(quick)
+        path = pathlib.Path(out) / "fake.png"
+        path.write_bytes(b"png")
+        return [path]
 
-            problem = make()
-            """
-        )
-    )
-    assert main(["analyze", "--problem", f"{path}:problem", "--N", "25", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert data["equivalence"][0]["problem"] == "oscillator"
-    assert main(["analyze", "--problem", f"{path}:make", "--N", "25"]) == 0
+    monkeypatch.setitem(sys.modules, "figures.fake", types.SimpleNamespace(make=make))
+    monkeypatch.setattr(figures, "FIGURES", ("fake", "fake"))
+    assert main(["figures", "--out", str(tmp_path / "figs"), "--quick"]) == 0
+    assert calls == [True, True]
+    assert "wrote 2 files for 2 figures" in capsys.readouterr().out
+    monkeypatch.setattr(figures, "FIGURES", ())
+    assert main(["figures", "--out", str(tmp_path / "none")]) == 0
+    assert "no figures" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "argv, words",
-    [
-        (["analyze", "--problem", "nope"], "unknown problem"),
-        (["analyze", "--problem", "missing_file.py:obj"], "not found"),
-        (["analyze", "--problem", "json:nothing_here"], "no object"),
-        (["analyze", "--problem", "no_such_module_xyz:obj"], "cannot import"),
-        (["analyze", "--problem", "json:dumps"], "failed"),
-        (["analyze", "--N", "0"], "N >= 1"),
-        (["analyze", "--N", "ten"], "integer"),
-        (["analyze", "--scheme", "midpoint"], "scheme"),
-        (["frobnicate"], "invalid choice"),
-    ],
-)
-def test_bad_input_exit_code_2_one_line(argv, words, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert words in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-
-
-def test_console_script_runs():
+def test_user_problem_file_end_to_end(tmp_path):
+    """A user's file with a vector state (n = 2) and a running cost, analysed by the
+    installed command in a fresh process."""
     proc = subprocess.run(
-        [sys.executable, "-m", "stability._cli", "analyze", "--N", "10"],
+        [
+            sys.executable,
+            "-m",
+            "stability._cli",
+            "analyze",
+            "--problem",
+            f"{USER_FILE}:problem",
+            "--N",
+            "30",
+            "--equivalence-N",
+            "30",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "Verdict" in proc.stdout
+    assert "damped_oscillator" in proc.stdout and "Verdict:" in proc.stdout
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert _report.validate(doc) == []
+    p = doc["problem"]
+    assert (p["name"], p["state_dim"], p["control_dim"], p["running_cost"], p["builtin"]) == (
+        "damped_oscillator",
+        2,
+        1,
+        True,
+        False,
+    )
+    assert len(doc["trajectory"]["costates"][0]) == 2
+    assert doc["equilibrium"]["success"] and doc["equivalence_holds"]
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "spectrum.png").is_file()
+
+
+def test_load_problem_forms():
+    made = load_problem(f"{USER_FILE}:make")  # a factory with no arguments
+    assert isinstance(made, flow.OptimalControlProblem) and made.name == "damped_oscillator"
+    assert load_problem("van_der_pol").name == "van_der_pol"
+    assert load_problem("flow.problems:scalar_mayer").name == "scalar_mayer"  # module:object
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["analyze", "--problem", "nope"], "unknown problem 'nope'"),
+        (["analyze", "--problem", "missing_file.py:obj"], "not found: missing_file.py"),
+        (["analyze", "--problem", f"{USER_FILE}:nothing"], "no object named 'nothing'"),
+        (["analyze", "--problem", "json:nothing_here"], "no object named 'nothing_here'"),
+        (["analyze", "--problem", "no_such_module_xyz:obj"], "cannot import module"),
+        (
+            ["analyze", "--problem", f"{USER_FILE}:needs_arguments"],
+            "takes required arguments (stiffness, damping)",
+        ),
+        (
+            ["analyze", "--problem", f"{USER_FILE}:not_a_problem"],
+            "is of type int, expected an OptimalControlProblem",
+        ),
+        (["analyze", "--problem", "json:dumps"], "takes required arguments (obj)"),
+        (["analyze", "--problem", f"{USER_FILE}:broken"], "the factory is broken"),
+        (
+            ["analyze", "--problem", f"{USER_FILE}:python_branch", "--N", "10"],
+            "TracerBoolConversionError",
+        ),
+        (["analyze", "--problem", ":x"], "expected path/to/file.py:object"),
+        (["analyze", "--N", "0"], "argument --N: expected an integer N >= 1, got 0"),
+        (["analyze", "--N", "ten"], "argument --N: expected an integer"),
+        (["analyze", "--N", "-3"], "N >= 1"),
+        (["analyze", "--equivalence-N", "10", "0"], "argument --equivalence-N"),
+        (["analyze", "--scheme", "midpoint"], "argument --scheme: must be one of"),
+        (["analyze", "--metric", "euclid"], "argument --metric: must be one of"),
+        (["analyze", "--step", "fast"], "argument --step"),
+        (["analyze", "--step", "-1"], "argument --step"),
+        (["analyze", "--step", "0"], "argument --step"),
+        (["analyze", "--step", "nan"], "argument --step"),
+        (["analyze", "--tol", "0"], "argument --tol"),
+        (["analyze", "--tol", "inf"], "argument --tol"),
+        (["analyze", "--tol", "tiny"], "argument --tol"),
+        (["analyze", "--iterations", "0"], "argument --iterations"),
+        (["analyze", "--out", str(USER_FILE)], "is not a folder"),
+        (["analyze", "--frobnicate"], "unrecognized arguments"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_input_exit_code_2_one_line(argv, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run that gets as far as the output folder writes here
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert words in captured.err and captured.err.startswith("gradflow: error: ")
+    assert _one_line(captured.err), captured.err
+    assert captured.out == ""
+
+
+def test_bad_input_in_a_subprocess():
+    proc = subprocess.run(
+        [sys.executable, "-m", "stability._cli", "analyze", "--problem", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr) and "unknown problem 'nope'" in proc.stderr
+    assert proc.stdout == ""

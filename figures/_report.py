@@ -1,0 +1,219 @@
+r"""The figures of the `gradflow analyze` report, drawn from its results document.
+
+Each function takes the document that `stability._report.results_document` builds
+(the content of `results.json`), so a figure shows exactly the numbers written
+there, and saves PNG and PDF with the shared style (`figures._style`):
+
+- `spectrum`: the eigenvalues $\alpha\mu$ of $\alpha J$ over forward Euler's
+  stability disk $|1 + z| < 1$ at the chosen step;
+- `replay`: the replay's Hamiltonian residual $\max_k|\partial_u H_k|$ against the
+  iteration $i$, beside the predicted $r_0\,\rho(\alpha)^i$;
+- `equilibrium`: the controls $u^*_k$ and the costates $\lambda_k$ at the
+  equilibrium.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _plots, _style
+
+
+def _complex(values: Any) -> np.ndarray:
+    """Eigenvalues from the document (a list, or `{"real", "imag"}` lists; None for
+    a non-finite value) as a finite complex array."""
+    if isinstance(values, dict):
+        re = np.array([np.nan if v is None else v for v in values["real"]], dtype=float)
+        im = np.array([np.nan if v is None else v for v in values["imag"]], dtype=float)
+        z = re + 1j * im
+    else:
+        z = np.array([np.nan if v is None else v for v in values], dtype=float).astype(complex)
+    return z[np.isfinite(z)]
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _figure_step(doc: dict[str, Any]) -> tuple[float, str]:
+    """The step the spectrum is drawn at, and how it was chosen."""
+    eu = doc["euler"]
+    if doc["step"] is not None:
+        return float(doc["step"]), "the chosen step"
+    if eu["alpha_opt"] is not None:
+        return float(eu["alpha_opt"]), "α_opt, no replay"
+    if eu["alpha_max"] is not None:
+        return 0.5 * float(eu["alpha_max"]), "α_max / 2, no replay"
+    norm = doc["spectrum"]["norm"]
+    return (1.0 / norm if norm else 1.0), "1 / max |μ|: no stable step exists"
+
+
+def spectrum(doc: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    r"""$\alpha\mu$ for the computed eigenvalues $\mu$ of $J$ over the disk
+    $|1 + z| < 1$ at the chosen step (hollow grey: at $\alpha_{\max}$, where the
+    limiting eigenvalue touches the circle); cluster windows as bars on the real
+    axis. Returns the figure's entry for the document."""
+    mu = _complex(doc["spectrum"]["eigenvalues"])
+    alpha, how = _figure_step(doc)
+    eu = doc["euler"]
+    fig, ax = _style.figure(width=_style.WIDTH_SINGLE, height=3.6)
+    if eu["alpha_max"] is not None:
+        zmax = float(eu["alpha_max"]) * mu
+        ax.plot(
+            zmax.real,
+            zmax.imag,
+            linestyle="none",
+            marker="o",
+            markersize=6.5,
+            markerfacecolor="none",
+            color="0.6",
+            zorder=2,
+            label=rf"$\alpha_{{\max}}\mu$, $\alpha_{{\max}}$ = {eu['alpha_max']:.4g}",
+        )
+    drawn = _plots.stability_disk(ax, mu, alpha, label=rf"$\alpha\mu$, $\alpha$ = {alpha:.4g}")
+    # equal scales with the limits fixed by stability_disk: adjust the box, not the
+    # limits (adjustable="datalim" would override them, with a logged warning)
+    ax.set_aspect("equal", adjustable="box")
+    for c in doc["spectrum"]["clusters"]:
+        lo, hi = alpha * (c["position"] - c["halfwidth"]), alpha * (c["position"] + c["halfwidth"])
+        ax.plot(
+            [lo, hi],
+            [0.0, 0.0],
+            color=_style.COLORS[2],
+            linewidth=5,
+            alpha=0.6,
+            solid_capstyle="butt",
+            zorder=2,
+        )
+    rate = eu["rate_at_step"] if doc["step"] is not None else None
+    rho = "" if rate is None else rf", $\rho(\alpha)$ = {rate:.3g}"
+    if eu["alpha_max"] is None:
+        rho = ": no stable step"
+    ax.set_title(f"spectrum of $\\alpha J$ ({doc['metric']} metric, N = {doc['N']}){rho}")
+    ax.legend(loc="upper left", fontsize=7.5)
+    paths = _style.save(fig, out, "spectrum")
+    n = mu.shape[0]
+    size = doc["spectrum"]["size"]
+    which = "all" if n == size else f"{n} computed (of {size})"
+    caption = (
+        f"The eigenvalues αμ of αJ ({which}) at α = {alpha:.4g} ({how}), over forward "
+        f"Euler's stability disk |1 + z| < 1 (shaded). Descent is linearly stable iff "
+        f"every point lies inside; {drawn['n_outside']} lie outside. Grey circles: the "
+        f"same eigenvalues at α_max, where the limiting one touches the boundary."
+    )
+    return _entry("spectrum", "Spectrum over the stability disk", caption, paths)
+
+
+def replay(doc: dict[str, Any], out: str | Path) -> dict[str, Any] | None:
+    r"""The replay's $\max_k|\partial_u H_k|$ against the iteration, with the
+    predicted $r_0\rho(\alpha)^i$ and the stopping tolerance; None without a
+    replay."""
+    rp = doc["replay"]
+    if rp is None:
+        return None
+    r = _floats(rp["hamiltonian_norm"])
+    i = np.arange(r.shape[0])
+    tol = doc["settings"]["replay_tol"]
+    fig, ax = _style.figure(width=_style.WIDTH_SINGLE, height=3.3)
+    ok = np.isfinite(r) & (r > 0)
+    ax.semilogy(
+        i[ok],
+        r[ok],
+        color=_style.COLORS[0],
+        marker="o" if r.shape[0] <= 40 else None,  # a short run is a few points
+        label=r"replay: $\max_k|\partial_u H_k|$",
+    )
+    rho = rp["predicted_rate"]
+    if rho is not None and 0 < rho < 1 and ok[0]:
+        stop = np.log(tol / 10 / r[0]) / np.log(rho)
+        ip = np.arange(0, max(2, min(i[-1], int(np.ceil(stop))) + 1))
+        ax.semilogy(
+            ip,
+            r[0] * rho**ip,
+            linestyle="--",
+            color=_style.COLORS[1],
+            label=rf"predicted $r_0\,\rho(\alpha)^i$, $\rho$ = {rho:.4g}",
+        )
+    elif rho is not None and rho >= 1 and ok[0]:
+        # growth: draw it up to 10x the largest residual seen (not to overflow)
+        top = np.log(10 * np.max(r[ok]) / r[0]) / np.log(rho) if rho > 1 else i[-1]
+        ig = np.arange(0, int(min(i[-1], max(1.0, np.floor(top)))) + 1)
+        ax.semilogy(
+            ig,
+            r[0] * rho**ig,
+            linestyle="--",
+            color=_style.COLORS[1],
+            label=rf"predicted $r_0\,\rho(\alpha)^i$, $\rho$ = {rho:.4g} (no contraction)",
+        )
+    ax.axhline(tol, color="0.45", linestyle=":", linewidth=1.1, label=f"tolerance {tol:.0e}")
+    if rp["diverged_at"] >= 0:
+        j = int(np.max(i[ok])) if np.any(ok) else 0
+        _plots.mark_divergence(
+            ax, j, float(r[j]) if np.any(ok) else 1.0, text=f"diverged at i = {rp['diverged_at']}"
+        )
+    obs = rp["observed_rate"]
+    ax.set_title(
+        f"replay at $\\alpha$ = {rp['step']:.4g}: observed rate "
+        + ("n/a" if obs is None else f"{obs:.4g}")
+    )
+    ax.set_xlabel("iteration $i$")
+    ax.set_ylabel(r"$\max_k|\partial_u H_k|$")
+    ax.legend(loc="best")
+    paths = _style.save(fig, out, "replay")
+    agrees = {True: "agree", False: "disagree", None: "were not compared"}[rp["agrees"]]
+    caption = (
+        f"The Hamiltonian residual max |∂H/∂u| of flow.descend at α = {rp['step']:.4g} "
+        f"({rp['status'].split(':')[0]} after {rp['n_iterations']} iterations) and the "
+        f"linear rate predicted from the spectrum, r₀ ρ(α)^i (dashed); the fitted and "
+        f"predicted rates {agrees}."
+    )
+    return _entry("replay", "Replay against the predicted rate", caption, paths)
+
+
+def equilibrium(doc: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    r"""The equilibrium's controls $u^*_k$ (piecewise constant) and costates
+    $\lambda_k$ (plotted at $t_{k+1}$: $\lambda_k = \partial E^N/\partial x_{k+1}$)."""
+    tr = doc["trajectory"]
+    t = _floats(tr["t"])
+    U = np.array(tr["controls"], dtype=float)
+    lam = np.array(tr["costates"], dtype=float)
+    fig, (a, b) = _style.figure(ncols=2, height=3.0)
+    for j in range(U.shape[1]):
+        a.stairs(U[:, j], t, label=f"$u_{{{j + 1}}}$", linewidth=1.4, baseline=None)
+    a.set_xlabel("$t$")
+    a.set_title(f"controls $u^*$ ({doc['equilibrium']['status']})")
+    for j in range(lam.shape[1]):
+        b.plot(t[1:], lam[:, j], label=rf"$\lambda_{{{j + 1}}}$")
+    b.set_xlabel("$t$")
+    b.set_title(r"costates $\lambda_k$ at $t_{k+1}$")
+    for ax in (a, b):
+        if ax.get_legend_handles_labels()[0] and len(ax.get_legend_handles_labels()[0]) <= 8:
+            ax.legend(loc="best")
+    paths = _style.save(fig, out, "equilibrium")
+    caption = (
+        f"The equilibrium U* (E^N = {doc['equilibrium']['cost']:.6g}, max |∂H/∂u| = "
+        f"{doc['equilibrium']['hamiltonian_residual']:.1e}): the controls u_k on "
+        f"[t_k, t_k+1) and the costates λ_k of the discrete adjoint recursion "
+        f"(eqs. (23), (25)), drawn at t_k+1 since λ_k = ∂E^N/∂x_k+1."
+    )
+    return _entry("equilibrium", "Equilibrium controls and costates", caption, paths)
+
+
+def _entry(name: str, title: str, caption: str, paths: list[Path]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": title,
+        "caption": caption,
+        "png": paths[0].name,
+        "pdf": paths[1].name,
+    }
+
+
+def draw(doc: dict[str, Any], out: str | Path) -> list[dict[str, Any]]:
+    """Draw every report figure into `out`; returns one entry per figure:
+    `{"name", "title", "caption", "png", "pdf"}` (file names relative to `out`)."""
+    entries = [spectrum(doc, out), replay(doc, out), equilibrium(doc, out)]
+    return [e for e in entries if e is not None]
