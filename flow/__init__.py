@@ -11,7 +11,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from . import metrics as metrics, problems as problems  # noqa: E402
+from . import indirect as indirect, metrics as metrics, problems as problems  # noqa: E402
 from ._check import (  # noqa: E402
     GradientCheck as GradientCheck,
     check_gradients as check_gradients,

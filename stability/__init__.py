@@ -16,6 +16,7 @@ from ._analysis import (
     analyze as analyze,
     observed_rate as observed_rate,
 )
+from ._basin import Basin as Basin, BasinRow as BasinRow, basin as basin
 from ._classify import Classification as Classification, classify as classify
 from ._equilibrium import (
     STATUS_MESSAGES as STATUS_MESSAGES,

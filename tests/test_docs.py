@@ -7,6 +7,7 @@ import runpy
 import pytest
 
 import flow
+import flow.indirect
 import flow.problems
 import stability
 
@@ -35,7 +36,9 @@ def _public(module):
         yield name, obj
 
 
-@pytest.mark.parametrize("module", [flow, flow.problems, stability], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [flow, flow.problems, flow.indirect, stability], ids=lambda m: m.__name__
+)
 def test_every_public_symbol_is_documented(module):
     missing = [name for name, obj in _public(module) if not inspect.getdoc(obj)]
     assert not missing, f"undocumented public symbols in {module.__name__}: {missing}"
@@ -55,6 +58,10 @@ def test_public_methods_are_documented():
         stability.Classification,
         stability.EulerBound,
         stability.MeshStudy,
+        stability.Basin,
+        flow.indirect.CostateReport,
+        flow.indirect.CostateTrajectory,
+        flow.indirect.ConditionsSolution,
     ):
         for name, member in inspect.getmembers(cls):
             if name.startswith("_") or not (callable(member) or isinstance(member, property)):
