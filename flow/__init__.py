@@ -11,13 +11,33 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from . import indirect as indirect, metrics as metrics, problems as problems  # noqa: E402
+from . import (  # noqa: E402
+    controls as controls,
+    indirect as indirect,
+    metrics as metrics,
+    problems as problems,
+)
+from ._adaptive import (  # noqa: E402
+    AdaptiveDescent as AdaptiveDescent,
+    AdaptiveGrid as AdaptiveGrid,
+    AdaptiveShooting as AdaptiveShooting,
+    DiffraxStep as DiffraxStep,
+    FDGradient as FDGradient,
+    STerm as STerm,
+    STermStudy as STermStudy,
+    adaptive_descent as adaptive_descent,
+    adaptive_shoot as adaptive_shoot,
+    full_gradient as full_gradient,
+    s_term as s_term,
+    s_term_study as s_term_study,
+)
 from ._check import (  # noqa: E402
     GradientCheck as GradientCheck,
     check_gradients as check_gradients,
     probe_control as probe_control,
 )
 from ._compare import Comparison as Comparison, compare as compare  # noqa: E402
+from ._controls import parameterize as parameterize, rank_report as rank_report  # noqa: E402
 from ._descent import DescentTrace as DescentTrace, descend as descend  # noqa: E402
 from ._gradient_flow import (  # noqa: E402
     FlowSolution as FlowSolution,

@@ -7,6 +7,7 @@ import runpy
 import pytest
 
 import flow
+import flow.controls
 import flow.indirect
 import flow.problems
 import stability
@@ -37,7 +38,9 @@ def _public(module):
 
 
 @pytest.mark.parametrize(
-    "module", [flow, flow.problems, flow.indirect, stability], ids=lambda m: m.__name__
+    "module",
+    [flow, flow.problems, flow.indirect, flow.controls, stability],
+    ids=lambda m: m.__name__,
 )
 def test_every_public_symbol_is_documented(module):
     missing = [name for name, obj in _public(module) if not inspect.getdoc(obj)]

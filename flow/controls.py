@@ -1,0 +1,31 @@
+"""Control parameterizations U = B C (eqs. (40)-(43)) and their rank diagnostics.
+
+Bases sampled on a grid (`PiecewiseConstant`, `Hat`, `Legendre`, `Chebyshev`,
+`BSpline`, or a user's `Sampled` matrix), `parameterize` (the problem in the
+coefficients C as an ordinary `flow.Shooting`, usable by `flow.descend`,
+`flow.gradient_flow` and `stability` unchanged), `rank_report` (singular values,
+numerical rank, condition number of B) and `spurious_check` (a stationary point
+in C that is not one in U, Remark 5.13).
+"""
+
+from ._controls import (
+    QUADRATURE_POINTS as QUADRATURE_POINTS,
+    AbstractBasis as AbstractBasis,
+    BSpline as BSpline,
+    Chebyshev as Chebyshev,
+    Hat as Hat,
+    Legendre as Legendre,
+    Parameterized as Parameterized,
+    PiecewiseConstant as PiecewiseConstant,
+    RankReport as RankReport,
+    Sampled as Sampled,
+    SpuriousCheck as SpuriousCheck,
+    basis_matrix as basis_matrix,
+    expand as expand,
+    is_parameterized as is_parameterized,
+    l2_metric as l2_metric,
+    original as original,
+    parameterize as parameterize,
+    rank_report as rank_report,
+    spurious_check as spurious_check,
+)
