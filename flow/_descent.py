@@ -157,13 +157,15 @@ def descend(
     if tol is not None and not isinstance(tol, jax.core.Tracer) and not float(tol) > 0:
         raise ValueError(f"`tol` must be positive; got {tol}.")
     rule = step_rule(step)
-    U0 = shooting.check_controls(U0, "U0")
+    # Unbound calls: an equinox bound method costs ~35 us to create (equinox 0.13),
+    # which counted at small N (benchmarks/README.md, descend overhead).
+    U0 = type(shooting).check_controls(shooting, U0, "U0")
     if save_iterates and (iterations + 1) * U0.size * 8 > SAVE_ITERATES_MAX_BYTES:
         raise ValueError(
             f"`save_iterates`: {iterations + 1} iterates of {U0.size} floats exceed "
             f"{SAVE_ITERATES_MAX_BYTES // 2**20} MiB; lower `iterations` or save fewer."
         )
-    metric = metric.prepare(shooting, U0)
+    metric = type(metric).prepare(metric, shooting, U0)
     # numpy, not jnp: a host-side 0-d array is a dynamic leaf without a device transfer
     if isinstance(tol, jax.core.Tracer):
         tol_arg = tol
@@ -217,8 +219,18 @@ def _raise_for(trace: DescentTrace, tol: Any, stop_on: str) -> None:
         )
 
 
-@eqx.filter_jit
-def _descend(
+def _descend(*args: Any) -> DescentTrace:
+    """`_descend_impl` compiled: by `jax.jit` when every leaf of the shooting, start
+    point, metric and rule is an array (the common case: its C++ dispatch costs about
+    0.13 ms less per call than `eqx.filter_jit`, which showed at small N), otherwise
+    by `eqx.filter_jit` (non-array leaves, e.g. Python ints, stay static)."""
+    leaves = jax.tree_util.tree_leaves(args[:4])
+    if all(isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves):
+        return _descend_jit(*args)
+    return _descend_filter_jit(*args)
+
+
+def _descend_impl(
     sh: Shooting,
     U0: Array,
     metric: AbstractMetric,
@@ -340,6 +352,10 @@ def _descend(
         fallback_steps=out["fallback"],
         shooting=sh,
     )
+
+
+_descend_jit = jax.jit(_descend_impl, static_argnums=(4, 6, 7, 8, 9))
+_descend_filter_jit = eqx.filter_jit(_descend_impl)
 
 
 def _repeat_tail(buf: Array, n: Array) -> Array:
