@@ -30,6 +30,10 @@ FIGURES: tuple[str, ...] = (
     "euler_disk",  # forward Euler's disk |1 + alpha mu| < 1 below and above alpha_max
     "mesh",  # alpha_max against N, identity vs Hamiltonian metric (mesh study)
     "cost_vs_tau",  # cost against tau: the flow and the discrete replays, one diverging
+    "costates",  # costates from the direct recursion and the indirect routes; O(h) in N
+    "basin",  # section 6.3: fraction of random starts that converge, descent vs shooting
+    "parameterization",  # Remark 5.13: singular values of B; a spurious stationary point
+    "adaptive_grid",  # section 6.5: the term S of (59); descent with the grid inside
 )
 
 
