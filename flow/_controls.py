@@ -258,7 +258,26 @@ def _unit(t: Any, t0: float, tf: float) -> np.ndarray:
     return 2.0 * (np.asarray(t, dtype=np.float64) - t0) / (tf - t0) - 1.0
 
 
-class Legendre(AbstractBasis):
+class _AbstractPolynomial(AbstractBasis):
+    r"""Polynomials $p_0, \dots, p_d$ of $s = 2(t - t_0)/(t_f - t_0) - 1$ from a numpy
+    Vandermonde function `_vander(s, d)`; $q = d + 1$ functions."""
+
+    _vander: ClassVar[Any]
+    degree: int
+    sample: str = "midpoint"
+
+    def __init__(self, degree: Any, *, sample: str = "midpoint"):
+        self.degree = _int_arg("degree", degree, 0)
+        self.sample = _check_sample(sample)
+
+    def evaluate(self, t, t0, tf):
+        return type(self)._vander(_unit(t, t0, tf), self.degree)
+
+    def label(self):
+        return f"{self.name}(degree={self.degree}, {self.sample})"
+
+
+class Legendre(_AbstractPolynomial):
     r"""Legendre polynomials $P_0, \dots, P_d$ of $s = 2(t - t_0)/(t_f - t_0) - 1$
     ($q = d + 1$ functions; `numpy.polynomial.legendre.legvander`).
 
@@ -266,21 +285,10 @@ class Legendre(AbstractBasis):
     """
 
     name: ClassVar[str] = "legendre"
-    degree: int
-    sample: str = "midpoint"
-
-    def __init__(self, degree: Any, *, sample: str = "midpoint"):
-        self.degree = _int_arg("degree", degree, 0)
-        self.sample = _check_sample(sample)
-
-    def evaluate(self, t, t0, tf):
-        return npleg.legvander(_unit(t, t0, tf), self.degree)
-
-    def label(self):
-        return f"legendre(degree={self.degree}, {self.sample})"
+    _vander: ClassVar[Any] = staticmethod(npleg.legvander)
 
 
-class Chebyshev(AbstractBasis):
+class Chebyshev(_AbstractPolynomial):
     r"""Chebyshev polynomials of the first kind $T_0, \dots, T_d$ of
     $s = 2(t - t_0)/(t_f - t_0) - 1$ ($q = d + 1$; `numpy.polynomial.chebyshev.chebvander`).
 
@@ -288,18 +296,7 @@ class Chebyshev(AbstractBasis):
     """
 
     name: ClassVar[str] = "chebyshev"
-    degree: int
-    sample: str = "midpoint"
-
-    def __init__(self, degree: Any, *, sample: str = "midpoint"):
-        self.degree = _int_arg("degree", degree, 0)
-        self.sample = _check_sample(sample)
-
-    def evaluate(self, t, t0, tf):
-        return npcheb.chebvander(_unit(t, t0, tf), self.degree)
-
-    def label(self):
-        return f"chebyshev(degree={self.degree}, {self.sample})"
+    _vander: ClassVar[Any] = staticmethod(npcheb.chebvander)
 
 
 class BSpline(AbstractBasis):

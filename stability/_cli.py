@@ -111,24 +111,23 @@ def _line(e: BaseException) -> str:
 # Argument types (argparse turns their ArgumentTypeError into "argument --X: ...").
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer N >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer N >= 1, got {value}")
-    return value
+def _integer_at_least_one(what: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= 1, named `what` in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} >= 1, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected {what} >= 1, got {value}")
+        return value
+
+    return parse
 
 
-def _iterations(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+_positive_int = _integer_at_least_one("an integer N")
+_iterations = _integer_at_least_one("an integer")
 
 
 def _positive_float(text: str) -> float:
