@@ -16,36 +16,50 @@ from . import (  # noqa: E402
     indirect as indirect,
     metrics as metrics,
     problems as problems,
+    solvers as solvers,
+    validation as validation,
 )
 from ._adaptive import (  # noqa: E402
-    AdaptiveDescent as AdaptiveDescent,
     AdaptiveGrid as AdaptiveGrid,
     AdaptiveShooting as AdaptiveShooting,
     DiffraxStep as DiffraxStep,
-    FDGradient as FDGradient,
-    STerm as STerm,
-    STermStudy as STermStudy,
-    adaptive_descent as adaptive_descent,
     adaptive_shoot as adaptive_shoot,
-    full_gradient as full_gradient,
-    s_term as s_term,
-    s_term_study as s_term_study,
 )
+from ._adaptive_descent import (  # noqa: E402
+    AdaptiveDescent as AdaptiveDescent,
+    adaptive_descent as adaptive_descent,
+)
+from ._bases import rank_report as rank_report  # noqa: E402
 from ._check import (  # noqa: E402
     GradientCheck as GradientCheck,
     check_gradients as check_gradients,
     probe_control as probe_control,
 )
 from ._compare import Comparison as Comparison, compare as compare  # noqa: E402
-from ._controls import parameterize as parameterize, rank_report as rank_report  # noqa: E402
 from ._descent import DescentTrace as DescentTrace, descend as descend  # noqa: E402
+from ._encoding import format_number as format_number, to_json as to_json  # noqa: E402
 from ._gradient_flow import (  # noqa: E402
     FlowSolution as FlowSolution,
     gradient_flow as gradient_flow,
-    stiff_solver as stiff_solver,
     vector_field as vector_field,
 )
+from ._parameterize import parameterize as parameterize  # noqa: E402
 from ._problem import OptimalControlProblem as OptimalControlProblem  # noqa: E402
+from ._results import (  # noqa: E402
+    RESULTS as RESULTS,
+    AbstractResult as AbstractResult,
+    ConvergenceError as ConvergenceError,
+    DivergenceError as DivergenceError,
+    ResultError as ResultError,
+)
+from ._s_term import (  # noqa: E402
+    FDGradient as FDGradient,
+    STerm as STerm,
+    STermStudy as STermStudy,
+    full_gradient as full_gradient,
+    s_term as s_term,
+    s_term_study as s_term_study,
+)
 from ._schemes import (  # noqa: E402
     RK4 as RK4,
     AbstractScheme as AbstractScheme,
@@ -53,18 +67,20 @@ from ._schemes import (  # noqa: E402
     Heun as Heun,
     scheme_from_name as scheme_from_name,
 )
-from ._shooting import Shooting as Shooting, shoot as shoot  # noqa: E402
-from ._status import (  # noqa: E402
-    RESULTS as RESULTS,
-    ConvergenceError as ConvergenceError,
-    DivergenceError as DivergenceError,
+from ._shooting import (  # noqa: E402
+    AbstractShooting as AbstractShooting,
+    Shooting as Shooting,
+    shoot as shoot,
 )
+from ._solver_choice import stiff_solver as stiff_solver  # noqa: E402
 from ._steps import (  # noqa: E402
     LBFGS as LBFGS,
     AbstractStepRule as AbstractStepRule,
     Armijo as Armijo,
     Constant as Constant,
     HamiltonianStep as HamiltonianStep,
+    StepUpdate as StepUpdate,
+    step_rule as step_rule,
 )
 
 

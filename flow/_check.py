@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._encoding import format_number
+from ._results import RESULTS, AbstractResult
 from ._shooting import Shooting
+from ._validation import instance
 
 
 #: Largest N*m for which `check_gradients` also runs finite differences.
@@ -23,7 +25,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return diff / scale if scale > 0 else diff
 
 
-class GradientCheck(eqx.Module):
+class GradientCheck(AbstractResult):
     r"""Result of [`check_gradients`][]: how well the gradient routes agree.
 
     All differences are inf-norm relative to the autodiff gradient:
@@ -47,16 +49,20 @@ class GradientCheck(eqx.Module):
     fd_vs_autodiff: float | None
     lemma2: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary of the fields."""
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+    @property
+    def result(self) -> RESULTS:
+        """Always `completed` (a check that ran; read the differences)."""
+        return RESULTS.completed
 
-    def __repr__(self) -> str:
-        fd = "n/a" if self.fd_vs_autodiff is None else f"{self.fd_vs_autodiff:.1e}"
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        return self._fields()
+
+    def _summary(self) -> str:
         return (
-            f"GradientCheck({self.problem}, {self.scheme}, N={self.N}: "
-            f"costate {self.costate_vs_autodiff:.1e}, fd {fd}, "
-            f"lemma2 {self.lemma2:.1e})"
+            f"{self.problem}, {self.scheme}, N={self.N}: costate "
+            f"{format_number(self.costate_vs_autodiff, '.1e')}, fd "
+            f"{format_number(self.fd_vs_autodiff, '.1e')}, lemma2 "
+            f"{format_number(self.lemma2, '.1e')}"
         )
 
 
@@ -77,10 +83,7 @@ def check_gradients(shooting: Shooting, U: Any = None) -> GradientCheck:
 
     **Returns:** a [`GradientCheck`][].
     """
-    if not isinstance(shooting, Shooting):
-        raise TypeError(
-            f"`shooting` must be a Shooting (from flow.shoot); got {type(shooting).__name__}."
-        )
+    instance(shooting, "shooting", Shooting, "from flow.shoot")
     U = probe_control(shooting) if U is None else U
     g_ad = np.asarray(shooting.gradient(U, "autodiff"))
     g_co = np.asarray(shooting.gradient(U, "costate"))

@@ -11,11 +11,14 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._descent import DescentTrace
+from ._encoding import format_number
 from ._gradient_flow import FlowSolution
-from ._shooting import Shooting, _cost_impl
+from ._results import RESULTS, AbstractResult
+from ._shooting import AbstractShooting
+from ._validation import instance, optional_positive_float
 
 
-class Comparison(eqx.Module):
+class Comparison(AbstractResult):
     r"""Result of [`compare`][]: iterate $i$ of the descent against $U(\tau_i)$,
     $\tau_i = \sum_{j<i}\alpha_j$, for the iterates with $\tau_i$ inside the window.
 
@@ -34,17 +37,18 @@ class Comparison(eqx.Module):
     descent_residual: Float[Array, " K"]
     flow_residual: Float[Array, " K"]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dictionary of the curves."""
-        return {
-            k: (v if isinstance(v, float) else np.asarray(v).tolist())
-            for k, v in ((f, getattr(self, f)) for f in self.__dataclass_fields__)
-        }
+    @property
+    def result(self) -> RESULTS:
+        """Always `completed` (a comparison of two finished runs)."""
+        return RESULTS.completed
 
-    def __repr__(self) -> str:
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        return self._fields()
+
+    def _summary(self) -> str:
         return (
-            f"Comparison({self.tau.shape[0]} iterates up to tau={float(self.tau[-1]):.4g}: "
-            f"max distance {self.max_distance:.3e})"
+            f"{self.tau.shape[0]} iterates up to tau = {float(self.tau[-1]):.4g}, max "
+            f"distance {format_number(self.max_distance, '.3e')}"
         )
 
 
@@ -66,16 +70,19 @@ def compare(
 
     **Returns:** a [`Comparison`][].
     """
+    instance(trace, "trace", DescentTrace, "from flow.descend(..., save_iterates=True)")
+    instance(flow_solution, "flow_solution", FlowSolution, "from flow.gradient_flow")
+    tau_max = optional_positive_float(tau_max, "tau_max")
     if trace.iterates is None:
         raise ValueError(
             "`trace` has no iterates: run descend(..., save_iterates=True) to compare."
         )
-    if flow_solution.solution.interpolation is None:
+    if any(sol.interpolation is None for sol in flow_solution.solutions):
         raise ValueError(
             "`flow_solution` has no dense output: run gradient_flow(..., "
             "saveat=diffrax.SaveAt(t1=True, dense=True))."
         )
-    n = int(trace.n_iterations)
+    n = int(trace.num_steps)
     taus = np.asarray(trace.taus)[: n + 1]
     end = float(flow_solution.tau_final)
     window = end if tau_max is None else min(float(tau_max), end)
@@ -98,11 +105,11 @@ def compare(
 
 
 @eqx.filter_jit
-def _curves(sh: Shooting, U_desc: Array, U_flow: Array):
+def _curves(sh: AbstractShooting, U_desc: Array, U_flow: Array):
     h = sh.steps[:, None]
 
     def one(U):
-        c, g = jax.value_and_grad(_cost_impl, argnums=1)(sh, U)
+        c, g = jax.value_and_grad(type(sh).objective, argnums=1)(sh, U)
         return c, jnp.max(jnp.abs(g / h))
 
     c_d, r_d = jax.vmap(one)(U_desc)

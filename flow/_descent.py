@@ -2,32 +2,38 @@ r"""The discrete algorithm (37) replayed: U_{i+1} = U_i - alpha_i M^{-1} grad E^
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
-from ._metrics import AbstractMetric
-from ._shooting import Shooting, _cost_impl
-from ._status import RESULTS, ConvergenceError, DivergenceError, is_success
+from ._encoding import format_number
+from ._metrics import AbstractMetric, as_metric
+from ._results import RESULTS, AbstractResult
+from ._shooting import AbstractShooting
 from ._steps import AbstractStepRule, step_rule
+from ._validation import choice, positive_float, positive_int, shooting as check_shooting
 
 
 #: `save_iterates=True` refuses runs whose iterates would take more than this.
 SAVE_ITERATES_MAX_BYTES = 1024 * 2**20
 
-_STOP_ON = ("hamiltonian", "gradient")
+#: The residuals a tolerance can be measured on (every verb's `stop_on`).
+STOP_ON = ("hamiltonian", "gradient")
+
+StopOn = Literal["hamiltonian", "gradient"]
 
 
-class DescentTrace(eqx.Module):
-    r"""The record of one [`descend`][] run.
+class DescentTrace(AbstractResult):
+    r"""The record of one [`descend`][flow.descend] run.
 
-    Arrays have one entry per iterate $i = 0, \dots,$ `iterations` (per step for
-    `step`); entries after the run stopped (index > `n_iterations`) repeat the
-    final values.
+    Arrays have one entry per iterate $i = 0, \dots,$ `max_steps` (per step for
+    `step`); entries after the run stopped (index > `num_steps`) repeat the final
+    values.
 
     **Fields:**
 
@@ -36,13 +42,17 @@ class DescentTrace(eqx.Module):
     - `hamiltonian_norm`: $\max_k |\nabla_{u_k} E^N / h_k|$, the Hamiltonian residual
       $\max_k|\partial_u H_k|$ (Lemma 2; for non-Euler schemes the discrete one);
     - `step`: the step $\alpha_i$ taken from $U_i$ (a scalar per iteration);
-    - `iterates`: $U_i$, shape (iterations+1, N, m), or `None` when not saved;
-    - `U`: the last finite iterate; `n_iterations`: the number of steps taken;
-    - `result`: a [`RESULTS`][flow.RESULTS] item, `message` its text;
+    - `iterates`: $U_i$, shape (max_steps+1, N, m), or `None` when not saved;
+    - `U`: the last finite iterate;
+    - `result`: a [`RESULTS`][flow.RESULTS] item (`status`, `message`, `success`);
     - `diverged_at`: the iteration at which divergence was detected, or -1;
-    - `fallback_steps`: steps where the metric or line search could not give a
-      descent direction and fell back (Newton on an indefinite Hessian, a failed
+    - work: `num_steps` (steps taken), `num_gradients` (cost-and-gradient
+      evaluations, `num_steps + 1`), `num_hvp` (Hessian-vector products of the
+      metric), `num_line_search_trials` (extra cost evaluations of a line search),
+      `num_fallback_steps` (steps where the metric or the line search could not give
+      a descent direction and fell back: Newton on an indefinite Hessian, a failed
       line search);
+    - `tol`, `stop_on`: the stopping rule ($\infty$ when no tolerance was given);
     - `shooting`: the problem it ran on.
     """
 
@@ -52,63 +62,113 @@ class DescentTrace(eqx.Module):
     step: Float[Array, " J"]
     iterates: Float[Array, "I N m"] | None
     U: Float[Array, "N m"]
-    n_iterations: Int[Array, ""]
     result: RESULTS
     diverged_at: Int[Array, ""]
-    fallback_steps: Int[Array, ""]
-    shooting: Shooting
-
-    @property
-    def message(self) -> str:
-        """The human-readable status."""
-        return RESULTS[self.result]
-
-    @property
-    def success(self) -> bool:
-        """True when the run converged or completed."""
-        return is_success(self.result)
+    num_steps: Int[Array, ""]
+    num_gradients: Int[Array, ""]
+    num_hvp: Int[Array, ""]
+    num_line_search_trials: Int[Array, ""]
+    num_fallback_steps: Int[Array, ""]
+    tol: Float[Array, ""]
+    stop_on: str = eqx.field(static=True)
+    shooting: AbstractShooting
+    _arrays: ClassVar[tuple[str, ...]] = ("U",)
 
     @property
     def taus(self) -> Float[Array, " I"]:
         r"""Flow times of the iterates, $\tau_i = \sum_{j<i}\alpha_j$ (eq. (50))."""
         return jnp.concatenate([jnp.zeros((1,)), jnp.cumsum(self.step)])
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary: the histories up to `n_iterations`, status and counts."""
-        n = int(self.n_iterations)
+    @property
+    def residual(self) -> Float[Array, " I"]:
+        """The residual the tolerance is measured on (`stop_on`), per iterate."""
+        return self.hamiltonian_norm if self.stop_on == "hamiltonian" else self.gradient_norm
+
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        n = int(self.num_steps)
+        tol = float(self.tol)
         return dict(
-            n_iterations=n,
-            status=self.message,
-            success=self.success,
+            num_steps=n,
+            num_gradients=int(self.num_gradients),
+            num_hvp=int(self.num_hvp),
+            num_line_search_trials=int(self.num_line_search_trials),
+            num_fallback_steps=int(self.num_fallback_steps),
             diverged_at=int(self.diverged_at),
-            fallback_steps=int(self.fallback_steps),
-            cost=np.asarray(self.cost[: n + 1]).tolist(),
-            gradient_norm=np.asarray(self.gradient_norm[: n + 1]).tolist(),
-            hamiltonian_norm=np.asarray(self.hamiltonian_norm[: n + 1]).tolist(),
-            step=np.asarray(self.step[:n]).tolist(),
+            tol=tol if math.isfinite(tol) else None,
+            stop_on=self.stop_on,
+            cost=self.cost[: n + 1],
+            gradient_norm=self.gradient_norm[: n + 1],
+            hamiltonian_norm=self.hamiltonian_norm[: n + 1],
+            step=self.step[:n],
+            U=self.U,
         )
 
-    def __repr__(self) -> str:
-        try:
-            n = int(self.n_iterations)
+    def _details(self) -> str:
+        status = self.status
+        n = int(self.num_steps)
+        g = np.asarray(self.gradient_norm)
+        if status == "nonfinite":
+            report = self.shooting.nonfinite_report(self.U, "U0")
+            return report or ""
+        if status == "diverged":
+            i = int(self.diverged_at)
+            if np.isfinite(g[i]) and np.isfinite(float(self.cost[i])):
+                what = f"|grad E^N|_inf grew from {g[0]:.3e} to {g[i]:.3e}"
+            else:
+                last = max(i - 1, 0)
+                what = (
+                    f"a non-finite cost or gradient appeared (|grad E^N|_inf was "
+                    f"{g[0]:.3e} at the start and {g[last]:.3e} at iteration {last})"
+                )
             return (
-                f"DescentTrace({self.message.split(':')[0]} after {n} iterations, "
-                f"cost {float(self.cost[n]):.6g}, |dH/du| {float(self.hamiltonian_norm[n]):.2e})"
+                f"Diverged at iteration {i}: {what}; the step is likely above the "
+                f"forward-Euler stability bound (stability.euler_bound)"
             )
-        except (TypeError, jax.errors.ConcretizationTypeError):  # pragma: no cover
-            return "DescentTrace(<traced>)"
+        if status == "max_steps":
+            r = np.asarray(self.residual)[: n + 1]
+            return f"The {self.stop_on} residual {_trend(r, float(self.tol))}"
+        return ""
+
+    def _summary(self) -> str:
+        n = int(self.num_steps)
+        return (
+            f"{n} steps, cost {format_number(float(self.cost[n]), '.6g')}, "
+            f"max|dH/du| {float(self.hamiltonian_norm[n]):.2e}"
+        )
+
+
+def _trend(r: np.ndarray, tol: float) -> str:
+    """What a residual history that missed `tol` did: still falling (at what rate,
+    and how many more steps it would take) or stalled."""
+    last = float(r[-1])
+    text = f"was {last:.3e} > tol {tol:.1e} after {r.size - 1} steps"
+    window = r[max(r.size // 2, r.size - 200) :]
+    window = window[np.isfinite(window) & (window > 0)]
+    if window.size < 4:
+        return text
+    slope = float(np.polyfit(np.arange(window.size), np.log(window), 1)[0])
+    if slope < -1e-12:
+        more = math.log(tol / last) / slope
+        return (
+            f"{text}; it was falling by a factor {math.exp(slope):.4g} per step (about "
+            f"{more:.3g} more steps to tol): raise max_steps, or take a larger step"
+        )
+    return (
+        f"{text}; it has not fallen over the last {window.size} steps (stalled: tol is "
+        f"below the residual's rounding floor, or the iteration oscillates)"
+    )
 
 
 def descend(
-    shooting: Shooting,
-    U0: Any,
-    metric: AbstractMetric,
+    shooting: AbstractShooting,
+    U0: ArrayLike,
     *,
-    step: Any,
-    iterations: Any,
-    tol: Any = None,
-    stop_on: str = "hamiltonian",
-    divergence_factor: float | int = 1e6,
+    metric: AbstractMetric | str = "hamiltonian",
+    step: float | str | AbstractStepRule,
+    max_steps: int = 1000,
+    tol: float | None = None,
+    stop_on: StopOn = "hamiltonian",
+    divergence_factor: float = 1e6,
     save_iterates: bool = False,
     throw: bool = True,
 ) -> DescentTrace:
@@ -121,12 +181,16 @@ def descend(
 
     **Arguments:**
 
-    - `shooting`: a [`Shooting`][]; `U0`: the start, shape (N, m).
-    - `metric`: an [`AbstractMetric`][flow.metrics.AbstractMetric] (prepared at `U0`).
+    - `shooting`: a [`Shooting`][flow.Shooting] (or any
+      [`AbstractShooting`][flow.AbstractShooting]: parameterized, adaptive);
+      `U0`: the start, shape (N, m).
+    - `metric`: $M$, a [`flow.metrics`][flow.metrics] metric or its name (default
+      `"hamiltonian"`, $M = \mathrm{diag}(h_k)$: the mesh-independent choice);
+      prepared at `U0`.
     - `step`: a positive number (constant $\alpha$), `"hamiltonian"`
       ($\alpha = 1/h$), `"armijo"`, `"lbfgs"`, or a step rule instance.
-    - `iterations`: the maximum number of steps.
-    - `tol`: stop when the residual is $\le$ `tol` (default: run all iterations).
+    - `max_steps`: the maximum number of steps.
+    - `tol`: stop when the residual is $\le$ `tol` (default: run all `max_steps`).
     - `stop_on`: the residual: `"hamiltonian"` ($\max_k|\partial_u H_k|$) or
       `"gradient"` ($\|\nabla E^N\|_\infty$). By Theorem 5.14 a gradient
       tolerance $\epsilon$ is only $\epsilon/h$ on the Hamiltonian.
@@ -135,35 +199,31 @@ def descend(
       \max(\|\nabla E^N(U_0)\|_\infty, 10^{-300})$.
     - `save_iterates`: keep every $U_i$ in `trace.iterates` (needed by
       [`compare`][flow.compare]); off by default: writing them costs about 5% per
-      iteration, and `(iterations + 1) N m` floats of memory.
-    - `throw`: raise [`DivergenceError`][flow.DivergenceError] on divergence and
-      [`ConvergenceError`][flow.ConvergenceError] when `tol` is not reached; with
-      `throw=False` the status is returned instead (use it under `vmap`).
+      iteration, and `(max_steps + 1) N m` floats of memory.
+    - `throw`: raise [`DivergenceError`][flow.DivergenceError] (diverged, or a
+      non-finite start) or [`ConvergenceError`][flow.ConvergenceError] (`tol` not
+      reached); with `throw=False` the status is returned instead (use it under
+      `vmap`).
 
-    **Returns:** a [`DescentTrace`][].
+    **Returns:** a [`DescentTrace`][flow.DescentTrace].
     """
-    if not isinstance(shooting, Shooting):
-        raise TypeError(f"`shooting` must be a Shooting; got {type(shooting).__name__}.")
-    if not isinstance(metric, AbstractMetric):
-        raise TypeError(f"`metric` must be a flow.metrics metric; got {metric!r}.")
-    if isinstance(iterations, bool) or not isinstance(iterations, int | np.integer):
-        raise TypeError(f"`iterations` must be an integer >= 1; got {iterations!r}.")
-    if iterations < 1:
-        raise ValueError(f"`iterations` must be >= 1; got {iterations}.")
-    if stop_on not in _STOP_ON:
-        raise ValueError(f"`stop_on` must be one of {_STOP_ON}; got {stop_on!r}.")
+    check_shooting(shooting)
+    metric = as_metric(metric)
+    max_steps = positive_int(max_steps, "max_steps")
+    choice(stop_on, "stop_on", STOP_ON)
+    divergence_factor = positive_float(divergence_factor, "divergence_factor")
     if not divergence_factor > 1:
         raise ValueError(f"`divergence_factor` must be > 1; got {divergence_factor}.")
-    if tol is not None and not isinstance(tol, jax.core.Tracer) and not float(tol) > 0:
-        raise ValueError(f"`tol` must be positive; got {tol}.")
+    if tol is not None:
+        tol = positive_float(tol, "tol", allow_traced=True)
     rule = step_rule(step)
     # Unbound calls: an equinox bound method costs ~35 us to create (equinox 0.13),
     # which counted at small N (benchmarks/README.md, descend overhead).
     U0 = type(shooting).check_controls(shooting, U0, "U0")
-    if save_iterates and (iterations + 1) * U0.size * 8 > SAVE_ITERATES_MAX_BYTES:
+    if save_iterates and (max_steps + 1) * U0.size * 8 > SAVE_ITERATES_MAX_BYTES:
         raise ValueError(
-            f"`save_iterates`: {iterations + 1} iterates of {U0.size} floats exceed "
-            f"{SAVE_ITERATES_MAX_BYTES // 2**20} MiB; lower `iterations` or save fewer."
+            f"`save_iterates`: {max_steps + 1} iterates of {U0.size} floats exceed "
+            f"{SAVE_ITERATES_MAX_BYTES // 2**20} MiB; lower `max_steps` or save fewer."
         )
     metric = type(metric).prepare(metric, shooting, U0)
     # numpy, not jnp: a host-side 0-d array is a dynamic leaf without a device transfer
@@ -176,47 +236,16 @@ def descend(
         U0,
         metric,
         rule,
-        int(iterations),
+        max_steps,
         tol_arg,
         tol is not None,
-        stop_on == "hamiltonian",
+        stop_on,
         float(divergence_factor),
         bool(save_iterates),
     )
     if throw:
-        _raise_for(trace, tol, stop_on)
+        trace.raise_for_status("descend")
     return trace
-
-
-def _raise_for(trace: DescentTrace, tol: Any, stop_on: str) -> None:
-    if isinstance(trace.result._value, jax.core.Tracer):
-        raise ValueError(
-            "descend(..., throw=True) cannot report a status under a JAX transformation "
-            "(vmap/jit): pass throw=False and read `trace.result`."
-        )
-    if trace.result == RESULTS.diverged:
-        i = int(trace.diverged_at)
-        g = np.asarray(trace.gradient_norm)
-        if np.isfinite(g[i]) and np.isfinite(float(trace.cost[i])):
-            what = f"|grad E^N|_inf grew from {g[0]:.3e} to {g[i]:.3e}"
-        else:
-            last = max(i - 1, 0)
-            what = (
-                f"a non-finite cost or gradient appeared (|grad E^N|_inf was {g[0]:.3e} "
-                f"at the start and {g[last]:.3e} at iteration {last})"
-            )
-        raise DivergenceError(
-            f"descend diverged at iteration {i}: {what}; the step is likely above the "
-            f"forward-Euler stability bound. Pass throw=False to get the trace."
-        )
-    if trace.result == RESULTS.max_iterations:
-        n = int(trace.n_iterations)
-        res = trace.hamiltonian_norm if stop_on == "hamiltonian" else trace.gradient_norm
-        raise ConvergenceError(
-            f"descend did not reach {stop_on} residual <= {float(tol):.3e} in {n} "
-            f"iterations (last residual {float(res[n]):.3e}). Raise `iterations`, or pass "
-            f"throw=False to get the trace."
-        )
 
 
 def _descend(*args: Any) -> DescentTrace:
@@ -231,19 +260,20 @@ def _descend(*args: Any) -> DescentTrace:
 
 
 def _descend_impl(
-    sh: Shooting,
+    sh: AbstractShooting,
     U0: Array,
     metric: AbstractMetric,
     rule: AbstractStepRule,
-    iterations: int,
+    max_steps: int,
     tol: Any,
     has_tol: bool,
-    on_hamiltonian: bool,
+    stop_on: str,
     divergence_factor: float,
     save_iterates: bool,
 ) -> DescentTrace:
     inv_h = 1.0 / sh.steps[:, None]
-    value_and_grad = jax.value_and_grad(_cost_impl, argnums=1)
+    value_and_grad = jax.value_and_grad(type(sh).objective, argnums=1)
+    on_hamiltonian = stop_on == "hamiltonian"
 
     def residuals(g):
         # Two max-reductions per iteration; a NaN in g propagates into both norms,
@@ -259,23 +289,24 @@ def _descend_impl(
     c0, g0 = value_and_grad(sh, U0)
     gn0, hn0, r0 = residuals(g0)
     limit = divergence_factor * jnp.maximum(gn0, 1e-300)
-    n_hist = iterations + 1
+    n_hist = max_steps + 1
     hist = dict(
         cost=jnp.full((n_hist,), c0),
         gnorm=jnp.full((n_hist,), gn0),
         hnorm=jnp.full((n_hist,), hn0),
-        step=jnp.zeros((iterations,), U0.dtype),
+        step=jnp.zeros((max_steps,), U0.dtype),
     )
     if save_iterates:
         hist["U"] = jnp.broadcast_to(U0, (n_hist,) + U0.shape)
     converged0 = has_tol & (r0 <= tol)
     bad0 = ~(jnp.isfinite(c0) & jnp.isfinite(gn0) & jnp.isfinite(hn0))
     result0 = RESULTS.where(
-        bad0, RESULTS.diverged, RESULTS.where(converged0, RESULTS.converged, RESULTS.completed)
+        bad0, RESULTS.nonfinite, RESULTS.where(converged0, RESULTS.converged, RESULTS.completed)
     )
     running0 = ~(bad0 | converged0)
+    zero = jnp.array(0)
     carry0 = dict(
-        i=jnp.array(0),
+        i=zero,
         U=U0,
         U_prev=U0,
         c=c0,
@@ -285,17 +316,18 @@ def _descend_impl(
         running=running0,
         result=result0,
         diverged_at=jnp.where(bad0, 0, -1),
-        fallback=jnp.array(0),
+        fallback=zero,
+        hvp=zero,
+        trials=zero,
     )
 
     def cond(carry):
-        return carry["running"] & (carry["i"] < iterations)
+        return carry["running"] & (carry["i"] < max_steps)
 
     def body(carry):
         i, U = carry["i"], carry["U"]
-        U_new, alpha, ok, state = rule.update(
-            sh, U, carry["c"], carry["g"], direction(U), carry["state"]
-        )
+        upd = rule.update(sh, U, carry["c"], carry["g"], direction(U), carry["state"])
+        U_new = upd.U
         c, g = value_and_grad(sh, U_new)
         gn, hn, r = residuals(g)
         i = i + 1
@@ -308,7 +340,7 @@ def _descend_impl(
             cost=hist["cost"].at[i].set(c),
             gnorm=hist["gnorm"].at[i].set(gn),
             hnorm=hist["hnorm"].at[i].set(hn),
-            step=hist["step"].at[i - 1].set(alpha),
+            step=hist["step"].at[i - 1].set(upd.alpha),
             **({"U": hist["U"].at[i].set(U_new)} if save_iterates else {}),
         )
         result = RESULTS.where(
@@ -322,17 +354,19 @@ def _descend_impl(
             U_prev=U,
             c=c,
             g=g,
-            state=state,
+            state=upd.state,
             hist=hist,
             running=~(diverged | converged),
             result=result,
             diverged_at=jnp.where(diverged, i, carry["diverged_at"]),
-            fallback=carry["fallback"] + jnp.where(ok, 0, 1),
+            fallback=carry["fallback"] + jnp.where(upd.ok, 0, 1),
+            hvp=carry["hvp"] + upd.num_hvp,
+            trials=carry["trials"] + upd.num_cost,
         )
 
     out = jax.lax.while_loop(cond, body, carry0)
-    ran_out = out["running"] & (out["i"] >= iterations)
-    result = RESULTS.where(ran_out & has_tol, RESULTS.max_iterations, out["result"])
+    ran_out = out["running"] & (out["i"] >= max_steps)
+    result = RESULTS.where(ran_out & has_tol, RESULTS.max_steps, out["result"])
     n = out["i"]
     # the last finite iterate: the one before a non-finite step
     nonfinite_end = ~jnp.isfinite(out["c"]) | ~jnp.all(jnp.isfinite(out["U"]))
@@ -346,10 +380,15 @@ def _descend_impl(
         step=hist["step"],
         iterates=hist.get("U"),
         U=U_final,
-        n_iterations=out["i"],
         result=result,
         diverged_at=out["diverged_at"],
-        fallback_steps=out["fallback"],
+        num_steps=n,
+        num_gradients=n + 1,
+        num_hvp=out["hvp"],
+        num_line_search_trials=out["trials"],
+        num_fallback_steps=out["fallback"],
+        tol=jnp.asarray(tol, dtype=U0.dtype),
+        stop_on=stop_on,
         shooting=sh,
     )
 

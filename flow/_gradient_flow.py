@@ -1,198 +1,176 @@
-r"""The gradient flow (50), dU/dtau = -M^{-1} grad E^N(U), integrated with diffrax."""
+r"""The gradient flow (50), dU/dtau = -M^{-1} grad E^N(U), integrated with diffrax.
+
+[`gradient_flow`][flow.gradient_flow] with its defaults chooses the solver
+([`solver="auto"`][flow.gradient_flow]): an explicit Runge-Kutta method while the flow
+is not stiff, and the L-stable implicit [`stiff_solver`][flow.stiff_solver] from the
+point where the explicit step size collapses. The rule, its thresholds and its
+measurements are in `gradient_flow`'s docstring; what it chose is in the result.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, ClassVar, Literal
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
-from ._krylov import EarlyGMRES, StageNewton
-from ._metrics import AbstractMetric
-from ._shooting import Shooting, _cost_impl
-from ._status import RESULTS, ConvergenceError, DivergenceError, is_success
-
-
-_STOP_ON = ("hamiltonian", "gradient")
-
-
-def stiff_solver(
-    *,
-    order: int | None = None,
-    matrix_free: bool = False,
-    krylov_rtol: float = 1e-2,
-    restart: int = 30,
-    kappa: float = 0.1,
-) -> diffrax.AbstractImplicitSolver:
-    r"""A diffrax ESDIRK solver (`Kvaerno3`, `Kvaerno4` or `Kvaerno5` by `order`;
-    L-stable) set up for stiff gradient flows. Use it with
-    `gradient_flow(..., pcoeff=0.3, icoeff=0.3)` (a PI step controller, which
-    avoids most rejected steps on stiff flows). The stage equations use the step
-    controller's tolerances.
-
-    - `matrix_free=True` (large $Nm$, e.g. $10^4$; default `order` 5): inexact
-      Newton-Krylov on the stage equations. Each Newton iteration `jax.linearize`s
-      the stage function and solves $(I - \gamma\Delta\tau\,J)\delta = r$ by GMRES
-      on Jacobian-vector products (one Hessian-vector product each), tested for
-      convergence after every product and stopped at relative residual
-      `krylov_rtol` (GMRES with Givens rotations; `restart` vectors per cycle).
-      Newton stops as soon as its scaled correction is below `kappa` (possibly
-      after one iteration) or its observed rate says the rest is (Hairer-Wanner
-      IV.8); a rate $\ge 1$ rejects the step. Nothing $Nm \times Nm$ is formed.
-    - `matrix_free=False` (small $Nm$, a few hundred; default `order` 3): diffrax's
-      `VeryChord` linearises once per step and reuses that Jacobian for every stage
-      and iteration: $\partial F/\partial U = -M^{-1}\nabla^2 E^N$ is materialised
-      from $Nm$ Hessian-vector products and LU-factorised once per step;
-      $O((Nm)^2)$ memory.
-
-    Why this set-up (measured on `van_der_pol`, N = 10^3, Hamiltonian metric, from
-    U = 0 to $\max|\partial_u H| \le 10^{-8}$, rtol 1e-3, atol 1e-6; see
-    `benchmarks/README.md`): with optimistix `Newton` and lineax `GMRES` the solve
-    took 2.8 s (restart 40) or 0.61 s (restart 5), because lineax's GMRES tests
-    convergence only between restart cycles and needs two cycles; testing after
-    every product and a loose `krylov_rtol` (1e-2; Newton corrects the rest) cut
-    the products per solve to about 3; allowing Newton to stop after one
-    iteration cut the linear solves by a quarter. The dense path was 20-40 times
-    slower at $Nm = 10^3$.
-
-    When to pick which solver: an explicit solver (`diffrax.Tsit5()`) when the
-    flow is not stiff (the spectrum of $J$ spans a small ratio, e.g. the
-    Hamiltonian metric on `scalar_regularized`); this implicit one when it is
-    (e.g. `van_der_pol`, whose $\nabla^2 E^N/h$ spans about $[2, 5\cdot10^4]$), where
-    an explicit solver needs a step below $2/\lambda_{max}$.
-    """
-    solvers = {3: diffrax.Kvaerno3, 4: diffrax.Kvaerno4, 5: diffrax.Kvaerno5}
-    if order is None:
-        order = 5 if matrix_free else 3
-    if order not in solvers:
-        raise ValueError(f"`order` must be 3, 4 or 5; got {order!r}.")
-    if not (0 < krylov_rtol < 1):
-        raise ValueError(f"`krylov_rtol` must be in (0, 1); got {krylov_rtol!r}.")
-    if not (0 < kappa < 1):
-        raise ValueError(f"`kappa` must be in (0, 1); got {kappa!r}.")
-    if isinstance(restart, bool) or not isinstance(restart, int) or restart < 1:
-        raise ValueError(f"`restart` must be an integer >= 1; got {restart!r}.")
-    if matrix_free:
-        root_finder = diffrax.with_stepsize_controller_tols(StageNewton)(
-            kappa=kappa,
-            linear_solver=EarlyGMRES(rtol=krylov_rtol, restart=restart, max_restarts=10),
-        )
-    else:
-        root_finder = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(
-            linear_solver=lx.AutoLinearSolver(well_posed=None)
-        )
-    return solvers[order](root_finder=root_finder)
+from ._descent import STOP_ON, StopOn
+from ._encoding import format_number
+from ._metrics import AbstractMetric, as_metric
+from ._results import RESULTS, AbstractResult
+from ._shooting import AbstractShooting
+from ._solver_choice import EXPLICIT_PROBE_STEPS, Phase, largest_rate, plan, solver_name
+from ._validation import (
+    choice,
+    optional_positive_float,
+    positive_float,
+    positive_int,
+    shooting as check_shooting,
+)
 
 
-class FlowSolution(eqx.Module):
-    r"""The result of [`gradient_flow`][].
+#: The default stopping tolerance of `gradient_flow` (on `stop_on`'s residual).
+DEFAULT_TOL = 1e-8
+
+
+#: `solver="auto"`: explicit steps tried before the flow is declared stiff.
+class FlowSolution(AbstractResult):
+    r"""The result of [`gradient_flow`][flow.gradient_flow].
 
     **Fields:**
 
     - `tau`: the saved flow times (entries the solve did not reach hold `inf`, as
-      in diffrax);
-    - `U`: the controls at those times, (S, N, m), or `None` when not saved;
+      in diffrax; reached entries first);
+    - `Us`: the controls at those times, (S, N, m), or `None` when not saved;
     - `cost`, `gradient_norm`, `hamiltonian_norm`: $E^N$, $\|\nabla E^N\|_\infty$
       and $\max_k|\nabla_{u_k}E^N/h_k|$ at the saved times (`inf` where not reached);
-    - `U_final`, `tau_final`: where the integration stopped;
-    - `num_steps`, `num_accepted_steps`, `num_rejected_steps`: diffrax's counts;
-    - `result`: a [`RESULTS`][flow.RESULTS] item (`message` is its text);
-    - `solution`: the `diffrax.Solution` (dense output through [`evaluate`][] when
-      the flow was saved with `SaveAt(dense=True)`).
+    - `U`, `tau_final`: the final control and flow time;
+    - `residual`: the `stop_on` residual at `U`; `tol`, `stop_on`: the stopping rule
+      (`tol` $= \infty$ when none);
+    - `result`: a [`RESULTS`][flow.RESULTS] item (`status`, `message`, `success`);
+    - work: `num_steps`, `num_accepted_steps`, `num_rejected_steps` (diffrax's
+      counts, summed over the phases);
+    - what was used: `solver` (its name; with `solver="auto"` the phases and why,
+      e.g. `"Tsit5, then Kvaerno5 (matrix-free) from tau = 0.3: ..."`), `rtol`,
+      `atol` (of the last phase);
+    - `indefinite_at`: the first $\tau$ where a non-constant metric (Newton) was not
+      positive definite, or NaN;
+    - `solutions`: the `diffrax.Solution` of each phase, `phase_starts` their
+      initial times (dense output through [`evaluate`][flow.FlowSolution.evaluate]
+      when saved with `SaveAt(dense=True)`).
     """
 
     tau: Float[Array, " S"]
-    U: Float[Array, "S N m"] | None
+    Us: Float[Array, "S N m"] | None
     cost: Float[Array, " S"]
     gradient_norm: Float[Array, " S"]
     hamiltonian_norm: Float[Array, " S"]
-    U_final: Float[Array, "N m"]
+    U: Float[Array, "N m"]
     tau_final: Float[Array, ""]
+    residual: Float[Array, ""]
+    tol: Float[Array, ""]
+    stop_on: str = eqx.field(static=True)
+    result: RESULTS
     num_steps: Int[Array, ""]
     num_accepted_steps: Int[Array, ""]
     num_rejected_steps: Int[Array, ""]
-    result: RESULTS
-    solution: diffrax.Solution
-
-    @property
-    def message(self) -> str:
-        """The human-readable status."""
-        return RESULTS[self.result]
-
-    @property
-    def success(self) -> bool:
-        """True when the flow reached the tolerance or tau1."""
-        return is_success(self.result)
+    solver: str = eqx.field(static=True)
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    indefinite_at: Float[Array, ""]
+    solutions: tuple[diffrax.Solution, ...]
+    phase_starts: tuple[float, ...] = eqx.field(static=True)
+    diagnosis: str = eqx.field(static=True)
+    _arrays: ClassVar[tuple[str, ...]] = ("U",)
 
     def evaluate(self, tau: Any) -> Float[Array, "... N m"]:
         r"""$U(\tau)$ from diffrax's dense output (needs `saveat=SaveAt(dense=True)`);
         `tau` may be an array of times."""
-        if self.solution.interpolation is None:
+        if any(sol.interpolation is None for sol in self.solutions):
             raise ValueError(
                 "this FlowSolution has no dense output: call gradient_flow(..., "
                 "saveat=diffrax.SaveAt(t1=True, dense=True))."
             )
         tau = jnp.asarray(tau, dtype=self.tau_final.dtype)
+        starts = np.asarray(self.phase_starts)
+
+        def one(t):
+            # the phase that holds t (phases are contiguous in tau)
+            k = int(np.clip(np.searchsorted(starts, float(t), side="right") - 1, 0, None))
+            return self.solutions[k].evaluate(t)
+
         if tau.ndim == 0:
-            return self.solution.evaluate(tau)
-        return jax.vmap(self.solution.evaluate)(tau)
+            return one(tau)
+        if len(self.solutions) == 1:
+            return jax.vmap(self.solutions[0].evaluate)(tau)
+        return jnp.stack([one(t) for t in tau])
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe summary (finite saved points only)."""
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
         ok = np.isfinite(np.asarray(self.tau))
+        tol = float(self.tol)
         return dict(
-            status=self.message,
-            success=self.success,
-            tau_final=float(self.tau_final),
-            num_steps=int(self.num_steps),
-            num_accepted_steps=int(self.num_accepted_steps),
-            num_rejected_steps=int(self.num_rejected_steps),
-            tau=np.asarray(self.tau)[ok].tolist(),
-            cost=np.asarray(self.cost)[ok].tolist(),
-            gradient_norm=np.asarray(self.gradient_norm)[ok].tolist(),
-            hamiltonian_norm=np.asarray(self.hamiltonian_norm)[ok].tolist(),
+            tau_final=self.tau_final,
+            residual=self.residual,
+            tol=tol if math.isfinite(tol) else None,
+            stop_on=self.stop_on,
+            num_steps=self.num_steps,
+            num_accepted_steps=self.num_accepted_steps,
+            num_rejected_steps=self.num_rejected_steps,
+            solver=self.solver,
+            rtol=self.rtol,
+            atol=self.atol,
+            indefinite_at=self.indefinite_at,
+            tau=np.asarray(self.tau)[ok],
+            cost=np.asarray(self.cost)[ok],
+            gradient_norm=np.asarray(self.gradient_norm)[ok],
+            hamiltonian_norm=np.asarray(self.hamiltonian_norm)[ok],
+            U=self.U,
         )
 
-    def __repr__(self) -> str:
+    def _details(self) -> str:
+        return self.diagnosis
+
+    def _summary(self) -> str:
         return (
-            f"FlowSolution({self.message.split(':')[0]} at tau={float(self.tau_final):.4g}, "
-            f"{int(self.num_steps)} steps)"
+            f"tau = {float(self.tau_final):.4g} after {int(self.num_steps)} steps of "
+            f"{self.solver.split(':')[0]}, residual {float(self.residual):.2e}"
         )
 
 
-def vector_field(shooting: Shooting, metric: AbstractMetric):
+def vector_field(shooting: AbstractShooting, metric: AbstractMetric | str):
     r"""The vector field $F(\tau, U) = -M^{-1}\nabla E^N(U)$ of (50), as a
     `diffrax.ODETerm`-compatible function `(tau, U, args) -> dU/dtau`."""
+    metric = as_metric(metric)
 
     def F(tau, U, args):
         del tau, args
-        g = jax.grad(_cost_impl, argnums=1)(shooting, U)
+        g = jax.grad(type(shooting).objective, argnums=1)(shooting, U)
         return -metric.apply_inverse(shooting, U, g)
 
     return F
 
 
 def gradient_flow(
-    shooting: Shooting,
-    U0: Any,
-    metric: AbstractMetric,
+    shooting: AbstractShooting,
+    U0: ArrayLike,
     *,
-    rtol: float,
-    atol: float,
+    metric: AbstractMetric | str = "hamiltonian",
+    tol: float | None = DEFAULT_TOL,
+    stop_on: StopOn = "hamiltonian",
     tau1: float | None = None,
-    until: float | None = None,
-    stop_on: str = "hamiltonian",
-    solver: diffrax.AbstractSolver | None = None,
+    max_steps: int = 100_000,
+    solver: diffrax.AbstractSolver | Literal["auto"] = "auto",
+    rtol: float | None = None,
+    atol: float | None = None,
     saveat: diffrax.SaveAt | None = None,
     dt0: float | None = None,
-    max_steps: int = 100_000,
-    pcoeff: float = 0.0,
-    icoeff: float = 1.0,
+    pcoeff: float | None = None,
+    icoeff: float | None = None,
     throw: bool = True,
 ) -> FlowSolution:
     r"""Integrate the gradient flow $dU/d\tau = -M^{-1}\nabla E^N(U)$ (eq. (50)).
@@ -202,129 +180,211 @@ def gradient_flow(
 
     **Arguments:**
 
-    - `shooting`, `U0` (N, m), `metric`: the problem, the start and $M$.
-    - `rtol`, `atol`: the PID step-size controller's tolerances (required: no
-      hidden defaults).
-    - `tau1`: the final flow time; `until`: stop as soon as the residual is
-      $\le$ `until` (a diffrax event). At least one of them is needed.
-    - `stop_on`: the residual, `"hamiltonian"` ($\max_k|\nabla_{u_k}E^N/h_k|$,
-      i.e. $\max_k|\partial_u H_k|$ for Euler) or `"gradient"` ($\|\nabla E^N\|_\infty$).
-    - `solver`: a diffrax solver, default `diffrax.Tsit5()`; for stiff flows
-      [`stiff_solver`][] (Kvaerno5 with a dense or matrix-free root finder).
+    - `shooting`, `U0` (N, m): the problem and the start.
+    - `metric`: $M$, a [`flow.metrics`][flow.metrics] metric or its name (default
+      `"hamiltonian"`: $F = -\partial H/\partial U$, the indirect method's flow).
+    - `tol`: stop as soon as the `stop_on` residual is $\le$ `tol` (a diffrax
+      event; default $10^{-8}$); `None` integrates to `tau1`.
+    - `stop_on`: `"hamiltonian"` ($\max_k|\nabla_{u_k}E^N/h_k|$, i.e.
+      $\max_k|\partial_u H_k|$ for Euler) or `"gradient"` ($\|\nabla E^N\|_\infty$).
+    - `tau1`: the final flow time (default: none, the tolerance ends the solve).
+    - `max_steps`: the step limit (all phases together).
+    - `solver`: a diffrax solver, or `"auto"` (default; the rule below).
+    - `rtol`, `atol`: the step controller's tolerances (default: the rule's).
     - `saveat`: a `diffrax.SaveAt` (default: start and end); use
       `SaveAt(t1=True, dense=True)` for [`compare`][flow.compare].
     - `dt0`: the initial step (default: chosen by the controller).
-    - `max_steps`: diffrax's step limit.
-    - `pcoeff`, `icoeff`: the PID controller's coefficients (diffrax's defaults,
-      an I controller; `pcoeff=0.3, icoeff=0.3` suits stiff flows, see
-      [`stiff_solver`][]).
-    - `throw`: raise on divergence or on a failed/limited solve; with `False` the
-      status is in `result`.
+    - `pcoeff`, `icoeff`: the PID controller's coefficients (default: diffrax's I
+      controller for explicit solvers, `0.3, 0.3` for implicit ones).
+    - `throw`: raise on divergence, a non-finite start, an indefinite Newton metric
+      or a failed/limited solve; with `False` the status is in `result`.
 
-    **Returns:** a [`FlowSolution`][].
+    **`solver="auto"`.** For a constant metric the flow is integrated with `Tsit5`
+    (rtol 1e-6, atol 1e-9) for at most `EXPLICIT_PROBE_STEPS` = 2000 steps. A flow
+    that reaches `tol` (or `tau1`) within them is not stiff for this purpose. One that
+    does not is: an explicit step is held below $\approx 3.3/|\mu_{max}|$ for the
+    largest eigenvalue $\mu_{max}$ of $J = -M^{-1}\nabla^2 E^N$, while the slowest
+    mode needs $\tau \sim 1/|\mu_{min}|$; from where the probe stopped the flow goes
+    on with [`stiff_solver`][flow.stiff_solver] (Kvaerno5 matrix-free above
+    `MATRIX_FREE_MIN` = 128 unknowns $Nm$, Kvaerno3 with a dense Jacobian below;
+    rtol 1e-4, atol 1e-7, PI controller 0.3/0.3). Measured with the defaults on 2
+    cores, including compilation: `scalar_regularized` N = 1000 stays explicit;
+    `van_der_pol` N = 200 (Hessian/h spans $[2, 4.8\cdot 10^4]$) switches. A
+    non-constant metric (Newton: $J \approx -I$ near a minimiser, not stiff) uses
+    `Tsit5` throughout. `solver`, `rtol`, `atol` in the result record the choice.
+
+    **Status.** `converged` (the residual reached `tol`), `completed` (reached
+    `tau1`), `max_steps` (with the residual reached and the likely cause: a stiff
+    flow held at the explicit stability limit, or a slow one), `diverged` (a
+    non-finite state), `nonfinite` (the cost or gradient at `U0`), `indefinite` (a
+    non-constant metric met non-positive curvature: the Newton flow is not a
+    descent flow there; the first such $\tau$ is in `indefinite_at` and the
+    message), `solver_failed`.
+
+    **Returns:** a [`FlowSolution`][flow.FlowSolution].
     """
-    if not isinstance(shooting, Shooting):
-        raise TypeError(f"`shooting` must be a Shooting; got {type(shooting).__name__}.")
-    if not isinstance(metric, AbstractMetric):
-        raise TypeError(f"`metric` must be a flow.metrics metric; got {metric!r}.")
-    if stop_on not in _STOP_ON:
-        raise ValueError(f"`stop_on` must be one of {_STOP_ON}; got {stop_on!r}.")
-    if tau1 is None and until is None:
-        raise ValueError("give `tau1` (a final flow time), `until` (a tolerance), or both.")
-    if tau1 is not None and not float(tau1) > 0:
-        raise ValueError(f"`tau1` must be positive; got {tau1}.")
-    if until is not None and not float(until) > 0:
-        raise ValueError(f"`until` must be positive; got {until}.")
-    for name, v in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(v, int | float) and v > 0):
-            raise ValueError(f"`{name}` must be a positive number; got {v!r}.")
+    check_shooting(shooting)
+    metric = as_metric(metric)
+    choice(stop_on, "stop_on", STOP_ON)
+    tol = optional_positive_float(tol, "tol")
+    tau1 = optional_positive_float(tau1, "tau1")
+    if tau1 is None and tol is None:
+        raise ValueError("give `tol` (a tolerance), `tau1` (a final flow time), or both.")
+    max_steps = positive_int(max_steps, "max_steps")
+    rtol = optional_positive_float(rtol, "rtol")
+    atol = optional_positive_float(atol, "atol")
+    dt0 = optional_positive_float(dt0, "dt0")
+    pcoeff = None if pcoeff is None else positive_float(pcoeff, "pcoeff", allow_zero=True)
+    icoeff = None if icoeff is None else positive_float(icoeff, "icoeff", allow_zero=True)
+    if not (solver == "auto" or isinstance(solver, diffrax.AbstractSolver)):
+        raise TypeError(f"`solver` must be 'auto' or a diffrax solver; got {solver!r}.")
     U0 = shooting.check_controls(U0, "U0")
+    if isinstance(U0, jax.core.Tracer):
+        raise ValueError(
+            "gradient_flow runs its phases and checks on concrete values: call it "
+            "outside jit/vmap (its diffrax solve is compiled inside)."
+        )
     metric = metric.prepare(shooting, U0)
-    solver = diffrax.Tsit5() if solver is None else solver
     saveat = diffrax.SaveAt(t0=True, t1=True) if saveat is None else saveat
-    # Without tau1 the event ends the solve; the horizon is then only a bound.
-    t1 = float(tau1) if tau1 is not None else 1e30
-    sol = _solve(
-        shooting,
-        U0,
-        metric,
-        solver,
-        saveat,
-        float(rtol),
-        float(atol),
-        t1,
-        None if until is None else float(until),
-        stop_on == "hamiltonian",
-        dt0,
-        int(max_steps),
-        float(pcoeff),
-        float(icoeff),
-    )
+    settings = _Settings(
+        tol=tol, on_hamiltonian=stop_on == "hamiltonian", stop_on=stop_on,
+        curvature=not metric.constant, dt0=dt0, saveat=saveat,
+    )  # fmt: skip
+    horizon = tau1 if tau1 is not None else 1e30
+
+    start = _start(shooting, U0, metric, settings.on_hamiltonian)
+    if start is not None:
+        sol = _stopped_at_start(shooting, U0, settings, start)
+    else:
+        phases = plan(solver, metric, shooting, U0, tol, rtol, atol, pcoeff, icoeff)
+        sol = _integrate(shooting, U0, metric, settings, phases, horizon, max_steps)
     if throw:
-        if sol.result == RESULTS.diverged:
-            raise DivergenceError(
-                f"the gradient flow diverged near tau = {float(sol.tau_final):.4g}: "
-                f"non-finite state (|dH/du| at the last good save "
-                f"{_last_finite(sol.hamiltonian_norm):.3e}). {sol.message}"
-            )
-        if not sol.success:
-            raise ConvergenceError(
-                f"the gradient flow stopped at tau = {float(sol.tau_final):.4g} after "
-                f"{int(sol.num_steps)} steps: {sol.message}. Raise max_steps, use "
-                f"flow.stiff_solver() for a stiff flow, or pass throw=False."
-            )
+        hint = {
+            "max_steps": "",
+            "diverged": "",
+            "indefinite": "Start nearer a minimiser, or use metric='hamiltonian'.",
+        }.get(sol.status, "")
+        sol.raise_for_status("gradient_flow", hint)
     return sol
 
 
-def _last_finite(x: Array) -> float:
-    x = np.asarray(x)
-    x = x[np.isfinite(x)]
-    return float(x[-1]) if x.size else float("nan")
+class _Settings(eqx.Module):
+    tol: float | None
+    on_hamiltonian: bool
+    stop_on: str
+    curvature: bool
+    dt0: float | None
+    saveat: diffrax.SaveAt
 
 
 @eqx.filter_jit
-def _solve(
-    sh: Shooting,
+def _start_kernel(sh, U0, metric, on_hamiltonian: bool):
+    c, g = jax.value_and_grad(type(sh).objective, argnums=1)(sh, U0)
+    a = jnp.abs(g)
+    r = jnp.max(a / sh.steps[:, None]) if on_hamiltonian else jnp.max(a)
+    ok = metric.solve(sh, U0, g).ok
+    return c, r, ok
+
+
+def _start(sh, U0, metric, on_hamiltonian) -> str | None:
+    """None when the flow can start at U0; else the status ("nonfinite" or
+    "indefinite")."""
+    c, r, ok = _start_kernel(sh, U0, metric, on_hamiltonian)
+    if not (math.isfinite(float(c)) and math.isfinite(float(r))):
+        return "nonfinite"
+    if not bool(ok):
+        return "indefinite"
+    return None
+
+
+def _stopped_at_start(sh, U0, settings: _Settings, status: str) -> FlowSolution:
+    c, g = jax.value_and_grad(type(sh).objective, argnums=1)(sh, U0)
+    gn = jnp.max(jnp.abs(g))
+    hn = jnp.max(jnp.abs(g / sh.steps[:, None]))
+    if status == "nonfinite":
+        diagnosis = sh.nonfinite_report(U0, "U0") or ""
+    else:
+        diagnosis = (
+            "The Newton metric's Hessian has non-positive curvature at U0 (tau = 0): "
+            "-M^-1 grad E^N is not the Newton direction there"
+        )
+    zero = jnp.array(0)
+    return FlowSolution(
+        tau=jnp.zeros((1,)),
+        Us=U0[None],
+        cost=c[None],
+        gradient_norm=gn[None],
+        hamiltonian_norm=hn[None],
+        U=U0,
+        tau_final=jnp.zeros(()),
+        residual=hn if settings.on_hamiltonian else gn,
+        tol=jnp.asarray(np.inf if settings.tol is None else settings.tol),
+        stop_on=settings.stop_on,
+        result=getattr(RESULTS, status),
+        num_steps=zero,
+        num_accepted_steps=zero,
+        num_rejected_steps=zero,
+        solver="none (stopped at the start)",
+        rtol=math.nan,
+        atol=math.nan,
+        indefinite_at=jnp.asarray(0.0 if status == "indefinite" else np.nan),
+        solutions=(),
+        phase_starts=(),
+        diagnosis=diagnosis,
+    )
+
+
+@eqx.filter_jit
+def _phase_kernel(
+    sh: AbstractShooting,
     U0: Array,
     metric: AbstractMetric,
-    solver: diffrax.AbstractSolver,
-    saveat: diffrax.SaveAt,
-    rtol: float,
-    atol: float,
-    t1: float,
-    until: float | None,
-    on_hamiltonian: bool,
-    dt0: float | None,
+    phase: Phase,
+    settings: _Settings,
+    t0: Array,
+    t1: Array,
     max_steps: int,
-    pcoeff: float,
-    icoeff: float,
-) -> FlowSolution:
+):
+    """One diffrax solve from (t0, U0); the raw pieces the caller assembles."""
     h = sh.steps[:, None]
+    grad = jax.grad(type(sh).objective, argnums=1)
 
     def residual(U):
-        g = jax.grad(_cost_impl, argnums=1)(sh, U)
-        return jnp.max(jnp.abs(g / h)) if on_hamiltonian else jnp.max(jnp.abs(g))
+        g = grad(sh, U)
+        return jnp.max(jnp.abs(g / h)) if settings.on_hamiltonian else jnp.max(jnp.abs(g))
 
-    event = None
-    if until is not None:
+    conds: list[Any] = []
+    if settings.tol is not None:
 
-        def cond_fn(t, y, args, **kwargs):
+        def converged(t, y, args, **kwargs):
             del t, args, kwargs
             r = residual(y)
             # stop on convergence, and on a non-finite state (divergence)
-            return (r <= until) | ~jnp.isfinite(r)
+            return (r <= settings.tol) | ~jnp.isfinite(r)
 
-        event = diffrax.Event(cond_fn)
+        conds.append(converged)
+    if settings.curvature:
+
+        def indefinite(t, y, args, **kwargs):
+            del t, args, kwargs
+            return ~metric.solve(sh, y, grad(sh, y)).ok
+
+        conds.append(indefinite)
+    event = diffrax.Event(tuple(conds)) if conds else None
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field(sh, metric)),
-        solver,
-        t0=0.0,
+        phase.solver,
+        t0=t0,
         t1=t1,
-        dt0=dt0,
+        dt0=settings.dt0,
         y0=U0,
-        saveat=saveat,
+        saveat=settings.saveat,
         stepsize_controller=diffrax.PIDController(
-            rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff
+            rtol=phase.rtol,
+            atol=phase.atol,
+            pcoeff=phase.pcoeff,
+            icoeff=phase.icoeff,
+            dtmax=phase.dtmax,
         ),
         event=event,
         max_steps=max_steps,
@@ -332,7 +392,7 @@ def _solve(
     )
 
     def metrics_at(U):
-        c, g = jax.value_and_grad(_cost_impl, argnums=1)(sh, U)
+        c, g = jax.value_and_grad(type(sh).objective, argnums=1)(sh, U)
         return c, jnp.max(jnp.abs(g)), jnp.max(jnp.abs(g / h))
 
     ts = sol.ts if sol.ts is not None else jnp.zeros((0,))
@@ -341,53 +401,178 @@ def _solve(
         valid = jnp.isfinite(ts)
         safe = jnp.where(valid[:, None, None], ys, U0)
         c, gn, hn = jax.vmap(metrics_at)(safe)
-        inf = jnp.inf
-        c, gn, hn = (jnp.where(valid, v, inf) for v in (c, gn, hn))
-        # the final state: the last reached save, else the dense endpoint
+        c, gn, hn = (jnp.where(valid, v, jnp.inf) for v in (c, gn, hn))
         last = jnp.maximum(jnp.sum(valid) - 1, 0)
         U_final = ys[last]
-        tau_final = jnp.where(jnp.any(valid), ts[last], 0.0)
+        tau_final = jnp.where(jnp.any(valid), ts[last], t0)
     else:  # dense-only save
         c = gn = hn = jnp.zeros((0,))
         tau_final = sol.t1
         U_final = sol.evaluate(sol.t1)
     finite = jnp.all(jnp.isfinite(U_final))
-    if ys is not None:
-        finite = finite & jnp.all(jnp.where(jnp.isfinite(ts), jnp.isfinite(c), True))
+    r_final = residual(jnp.where(finite, U_final, U0))
+    mask = sol.event_mask if sol.event_mask is not None else ()
+    fired_conv = mask[0] if settings.tol is not None else jnp.array(False)
+    fired_indef = mask[-1] if settings.curvature else jnp.array(False)
     event_hit = sol.result == diffrax.RESULTS.event_occurred
-    ok = sol.result == diffrax.RESULTS.successful
-    max_steps_hit = sol.result == diffrax.RESULTS.max_steps_reached
-    result = RESULTS.where(
-        ~finite,
-        RESULTS.diverged,
-        RESULTS.where(
-            event_hit,
-            RESULTS.converged,
-            RESULTS.where(
-                ok,
-                RESULTS.reached_tau1,
-                RESULTS.where(max_steps_hit, RESULTS.max_steps, RESULTS.solver_failed),
-            ),
-        ),
-    )
-    if until is not None:
-        # an event fired by a non-finite residual is divergence, not convergence
-        r_final = residual(jnp.where(finite, U_final, U0))
-        result = RESULTS.where(
-            event_hit & finite & ~(r_final <= until * (1 + 1e-12)), RESULTS.diverged, result
-        )
     stats = sol.stats
-    return FlowSolution(
-        tau=ts,
-        U=ys,
+    return dict(
+        ts=ts,
+        ys=ys,
         cost=c,
-        gradient_norm=gn,
-        hamiltonian_norm=hn,
-        U_final=U_final,
-        tau_final=jnp.asarray(tau_final, dtype=U0.dtype),
-        num_steps=jnp.asarray(stats["num_steps"]),
-        num_accepted_steps=jnp.asarray(stats["num_accepted_steps"]),
-        num_rejected_steps=jnp.asarray(stats["num_rejected_steps"]),
-        result=result,
+        gnorm=gn,
+        hnorm=hn,
+        U=U_final,
+        tau=jnp.asarray(tau_final, dtype=U0.dtype),
+        residual=jnp.where(finite, r_final, jnp.inf),
+        finite=finite,
+        converged=event_hit & fired_conv & finite,
+        indefinite=event_hit & fired_indef & finite,
+        successful=sol.result == diffrax.RESULTS.successful,
+        max_steps=sol.result == diffrax.RESULTS.max_steps_reached,
+        num_steps=stats["num_steps"],
+        num_accepted=stats["num_accepted_steps"],
+        num_rejected=stats["num_rejected_steps"],
         solution=sol,
     )
+
+
+def _integrate(sh, U0, metric, settings: _Settings, phases, horizon, max_steps) -> FlowSolution:
+    U = U0
+    t = 0.0
+    left = max_steps
+    pieces = []
+    names = []
+    status = "solver_failed"
+    for k, phase in enumerate(phases):
+        budget = min(left, EXPLICIT_PROBE_STEPS) if phase.probe else left
+        out = _phase_kernel(
+            sh, U, metric, phase, settings, jnp.asarray(t), jnp.asarray(horizon), budget
+        )
+        pieces.append((phase, out, t))
+        left -= int(out["num_steps"])
+        status = _phase_status(out, settings)
+        name = solver_name(phase.solver)
+        if k > 0:
+            prev = pieces[-2][1]
+            name = (
+                f"{name} from tau = {t:.4g}: the explicit step size fell to "
+                f"{float(prev['tau']) / max(int(prev['num_accepted']), 1):.2e} on average "
+                f"over {int(prev['num_steps'])} steps with the residual at "
+                f"{float(prev['residual']):.2e} (a stiff flow)"
+            )
+        names.append(name)
+        handover = phase.probe and status == "max_steps" and k + 1 < len(phases) and left > 0
+        if not handover:
+            break
+        U, t = out["U"], float(out["tau"])
+    return _assemble(sh, U0, metric, settings, pieces, ", then ".join(names), status)
+
+
+def _phase_status(out: dict[str, Any], settings: _Settings) -> str:
+    if not bool(out["finite"]):
+        return "diverged"
+    if bool(out["indefinite"]):
+        return "indefinite"
+    if bool(out["converged"]):
+        r = float(out["residual"])
+        return "converged" if r <= settings.tol * (1 + 1e-12) else "diverged"
+    if bool(out["successful"]):
+        return "completed"
+    if bool(out["max_steps"]):
+        return "max_steps"
+    return "solver_failed"
+
+
+def _valid_first(*arrays: np.ndarray, ts: np.ndarray) -> list[np.ndarray]:
+    keep = np.isfinite(ts)
+    order = np.concatenate([np.nonzero(keep)[0], np.nonzero(~keep)[0]])
+    return [a[order] for a in arrays]
+
+
+def _assemble(sh, U0, metric, settings, pieces, solver_text, status) -> FlowSolution:
+    outs = [p[1] for p in pieces]
+    last_phase, last, _ = pieces[-1]
+    # the hand-over point is saved twice (at the end of one phase, the start of the next)
+    drop = 1 if settings.saveat.subs.t0 else 0
+    keys = ("ts", "cost", "gnorm", "hnorm") + (("ys",) if outs[0]["ys"] is not None else ())
+    cols = {
+        k: np.concatenate([np.asarray(o[k])[(drop if i else 0) :] for i, o in enumerate(outs)])
+        for k in keys
+    }
+    ordered = _valid_first(*(cols[k] for k in keys), ts=cols["ts"])
+    ts, cost, gn, hn = ordered[:4]
+    ys = jnp.asarray(ordered[4]) if len(ordered) > 4 else None
+    num_steps = sum(int(o["num_steps"]) for o in outs)
+    num_accepted = sum(int(o["num_accepted"]) for o in outs)
+    indefinite_at = float(last["tau"]) if status == "indefinite" else math.nan
+    diagnosis = _diagnose(
+        sh, U0, metric, settings, last, num_steps, num_accepted, last_phase, status
+    )
+    return FlowSolution(
+        tau=jnp.asarray(ts),
+        Us=ys,
+        cost=jnp.asarray(cost),
+        gradient_norm=jnp.asarray(gn),
+        hamiltonian_norm=jnp.asarray(hn),
+        U=last["U"],
+        tau_final=last["tau"],
+        residual=last["residual"],
+        tol=jnp.asarray(np.inf if settings.tol is None else settings.tol),
+        stop_on=settings.stop_on,
+        result=getattr(RESULTS, status),
+        num_steps=jnp.asarray(num_steps),
+        num_accepted_steps=jnp.asarray(num_accepted),
+        num_rejected_steps=jnp.asarray(sum(int(o["num_rejected"]) for o in outs)),
+        solver=solver_text,
+        rtol=float(last_phase.rtol),
+        atol=float(last_phase.atol),
+        indefinite_at=jnp.asarray(indefinite_at),
+        solutions=tuple(o["solution"] for o in outs),
+        phase_starts=tuple(float(p[2]) for p in pieces),
+        diagnosis=diagnosis,
+    )
+
+
+def _diagnose(sh, U0, metric, settings, last, n, accepted, phase: Phase, status: str) -> str:
+    """The sentence a failed status carries: where the flow stopped and the likely
+    cause."""
+    tau = float(last["tau"])
+    r = float(last["residual"])
+    if status == "indefinite":
+        return (
+            f"The Newton metric's Hessian had non-positive curvature at tau = {tau:.6g} "
+            f"(after {n} steps, residual {r:.3e})"
+        )
+    if status == "diverged":
+        return (
+            f"The state became non-finite near tau = {tau:.4g} after {n} steps "
+            f"(last residual {format_number(r, '.3e')})"
+        )
+    if status == "solver_failed":
+        return f"At tau = {tau:.4g} after {n} steps (residual {format_number(r, '.3e')})"
+    if status != "max_steps":
+        return ""
+    r0 = float(_start_kernel(sh, U0, metric, settings.on_hamiltonian)[1])
+    text = (
+        f"Stopped at tau = {tau:.4g} after {n} steps with the {settings.stop_on} residual "
+        f"{r:.3e} (tol {settings.tol if settings.tol is not None else math.inf:.1e}; "
+        f"{r0:.3e} at tau = 0)"
+    )
+    if isinstance(phase.solver, diffrax.AbstractImplicitSolver):
+        return text + ": raise max_steps, or tau1"
+    dt = tau / max(accepted, 1)
+    mu = float(largest_rate(sh, metric, last["U"]))
+    if dt * mu > 1.0:
+        return (
+            f"{text}. Likely cause: a stiff flow. The explicit step size averaged "
+            f"{dt:.2e}, held near the stability limit by the largest eigenvalue "
+            f"|mu_max| ~ {mu:.3g} of J (dt |mu_max| ~ {dt * mu:.2g}); use solver='auto' "
+            f"or flow.stiff_solver()"
+        )
+    if r > 0.5 * r0:
+        return (
+            f"{text}. Likely cause: the residual barely fell (a slow or stalled flow; "
+            f"tol may be below the residual's rounding floor)"
+        )
+    return f"{text}. The residual was still falling: raise max_steps (or tau1)"

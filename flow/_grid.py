@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import increasing_times, spanning
+
 
 def make_grid(N_or_grid: Any, t0: float, tf: float) -> np.ndarray:
     r"""A validated time grid, as a float64 numpy array of shape `(N+1,)`.
@@ -24,36 +26,18 @@ def make_grid(N_or_grid: Any, t0: float, tf: float) -> np.ndarray:
         N = int(N_or_grid)
         if N < 1:
             raise ValueError(f"`N_or_grid`: the number of steps N must be >= 1; got {N}.")
-        grid = t0 + (tf - t0) * (np.arange(N + 1, dtype=np.float64) / N)
-        grid[-1] = tf
-        return grid
+        return uniform_grid(N, t0, tf)
     if isinstance(N_or_grid, float | np.floating):
         raise TypeError(
             f"`N_or_grid` must be an integer N >= 1 or an array of times; got the "
             f"float {N_or_grid!r}."
         )
-    grid = np.asarray(N_or_grid)
-    if grid.dtype.kind not in "fiu":
-        raise TypeError(f"`N_or_grid` must be a real array of times; got dtype {grid.dtype}.")
-    grid = grid.astype(np.float64)
-    if grid.ndim != 1 or grid.shape[0] < 2:
-        raise ValueError(
-            f"`N_or_grid` as a grid must be a 1-D array of at least 2 times; got "
-            f"shape {grid.shape}."
-        )
-    if not np.all(np.isfinite(grid)):
-        raise ValueError("`N_or_grid`: the grid must be finite.")
-    if not np.all(np.diff(grid) > 0):
-        bad = int(np.argmin(np.diff(grid) > 0))
-        raise ValueError(
-            f"`N_or_grid`: the grid must be strictly increasing; t[{bad}]="
-            f"{grid[bad]!r} >= t[{bad + 1}]={grid[bad + 1]!r}."
-        )
-    scale = 1e-12 * (tf - t0)
-    if abs(grid[0] - t0) > scale or abs(grid[-1] - tf) > scale:
-        raise ValueError(
-            f"`N_or_grid`: the grid must start at t0={t0!r} and end at tf={tf!r}; got "
-            f"[{grid[0]!r}, ..., {grid[-1]!r}]."
-        )
-    grid[0], grid[-1] = t0, tf
+    grid = increasing_times(N_or_grid, "N_or_grid")
+    return spanning(grid, "N_or_grid", t0, tf)
+
+
+def uniform_grid(N: int, t0: float, tf: float) -> np.ndarray:
+    """`N + 1` equally spaced times from `t0` to exactly `tf` (eq. (15))."""
+    grid = t0 + (tf - t0) * (np.arange(N + 1, dtype=np.float64) / N)
+    grid[-1] = tf
     return grid

@@ -1,4 +1,8 @@
-r"""GMRES that tests convergence after every Arnoldi step (a lineax solver).
+r"""The Krylov solvers of the package: truncated conjugate gradients (the one CG of
+`Newton` metrics and of the trust-region equilibrium solver) and a GMRES that tests
+convergence after every Arnoldi step (a lineax solver).
+
+Why a GMRES of our own:
 
 lineax 0.1.1's `lx.GMRES` tests convergence only between restart cycles, and
 declares convergence only when the update of the last cycle is also small, so a
@@ -13,7 +17,8 @@ at the first $j$ with $|g_{j+1}| \le \max(\text{rtol}\,\|b\|_2, \text{atol})$.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -21,7 +26,6 @@ import jax.flatten_util as jfu
 import jax.lax as lax
 import jax.numpy as jnp
 import lineax as lx
-import optimistix as optx
 from jaxtyping import Array, PyTree
 
 
@@ -107,8 +111,8 @@ class EarlyGMRES(lx.AbstractLinearSolver):
 
                 def rotate(i, col):  # apply the earlier rotations to the new column
                     a, c = col[i], col[i + 1]
-                    return col.at[i].set(cs[i] * a + sn[i] * c).at[i + 1].set(
-                        -sn[i] * a + cs[i] * c
+                    return (
+                        col.at[i].set(cs[i] * a + sn[i] * c).at[i + 1].set(-sn[i] * a + cs[i] * c)
                     )
 
                 col = jnp.concatenate([h[:m], jnp.zeros((1,), dtype)]).at[j + 1].set(h_next)
@@ -162,70 +166,124 @@ class EarlyGMRES(lx.AbstractLinearSolver):
         return True
 
 
-class _StageNewtonState(eqx.Module):
-    diffsize: Array
-    diffsize_prev: Array
-    step: Array
-    result: optx.RESULTS
+class CGResult(NamedTuple):
+    """The result of [`truncated_cg`][flow.solvers.truncated_cg].
+
+    `x` the (truncated) solution, `Ax` its image $A x$ (accumulated, no extra
+    product), `num_steps` the operator products, `negative_curvature` whether a
+    direction with $p^T A p \\le 0$ stopped the iteration, `boundary` whether it
+    stopped on the trust-region boundary, `converged` whether the residual test
+    (or `stop`) was met, `curvature` $p^T A p$ of the last direction taken."""
+
+    x: Array
+    Ax: Array
+    num_steps: Array
+    negative_curvature: Array
+    boundary: Array
+    converged: Array
+    curvature: Array
 
 
-class StageNewton(optx.AbstractRootFinder):
-    r"""Inexact Newton-Krylov for the stage equations of an implicit Runge-Kutta
-    solver, matrix-free.
+def truncated_cg(
+    matvec: Callable[[Array], Array],
+    b: Array,
+    *,
+    atol: Array | float,
+    max_steps: int | Array,
+    radius: Array | float | None = None,
+    stop: Callable[[Array], Array] | None = None,
+) -> CGResult:
+    r"""Conjugate gradients for $A x = b$ from $x_0 = 0$, truncated at non-positive
+    curvature and (optionally) at a trust-region radius (Steihaug-Toint; Nocedal &
+    Wright, Algorithms 5.2 and 7.2). `A` is symmetric, given by `matvec`; nothing
+    is formed. Pure JAX (one `lax.while_loop`): jit-able and vmappable.
 
-    Iteration $y \leftarrow y - \delta$ with $J(y)\,\delta \approx F(y)$ solved by
-    `linear_solver` (default [`EarlyGMRES`][flow._krylov.EarlyGMRES], relative
-    tolerance $10^{-2}$: inexact Newton) on Jacobian-vector products of the
-    `jax.linearize`d $F$ (for a gradient flow, one Hessian-vector product each);
-    nothing of size $n \times n$ is formed.
+    Each iteration takes one product $A p$. It stops when
 
-    Termination, with $d_k = \|\delta_k / (\mathrm{atol} + \mathrm{rtol}\,|y_k|)\|_\infty$
-    (Hairer & Wanner, *Solving ODEs II*, IV.8): converged when $d_k \le \kappa$,
-    already after the first iteration (the correction is far below the
-    tolerance, so what is left, $O(d_k^2)$, is too), or when the observed rate
-    $\theta = d_k/d_{k-1} < 1$ gives $\theta d_k/(1-\theta) \le \kappa$; diverged
-    (`nonlinear_divergence`, so the step controller shrinks the step) when
-    $\theta \ge 1$ or $\delta$ is not finite.
+    - $\|r\|_2 \le$ `atol` or `stop(r)` is True (`converged`), $r = b - Ax$;
+    - a direction $p$ has $p^T A p \le 0$ (`negative_curvature`): without a
+      radius the last iterate is returned (for $b = \nabla E$ it is a descent
+      direction; it is 0 if this happens at the first step); with a radius the
+      step goes on along $p$ to the boundary $\|x\|_2 = $ `radius` (`boundary`);
+    - the next iterate would leave $\|x\|_2 \le$ `radius` (`boundary`): it stops on
+      the boundary;
+    - `max_steps` products were taken.
+
+    **Returns:** a [`CGResult`][flow.solvers.CGResult].
     """
+    bb = jnp.vdot(b, b)
+    zeros = jnp.zeros_like(b)
+    has_radius = radius is not None
+    radius = jnp.inf if radius is None else radius
 
-    rtol: float
-    atol: float
-    norm: Any = optx.max_norm
-    kappa: float = 1e-2
-    linear_solver: lx.AbstractLinearSolver = EarlyGMRES(rtol=1e-2)
+    def to_boundary(x, p):
+        # tau >= 0 with ||x + tau p|| = radius (||x|| <= radius)
+        xp, pp, xx = jnp.vdot(x, p), jnp.vdot(p, p), jnp.vdot(x, x)
+        disc = jnp.sqrt(jnp.maximum(xp**2 + pp * (radius**2 - xx), 0.0))
+        return (-xp + disc) / jnp.where(pp > 0, pp, 1.0)
 
-    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
-        del fn, y, args, options, f_struct, aux_struct, tags
-        inf = jnp.array(jnp.inf)
-        return _StageNewtonState(inf, inf, jnp.array(0), optx.RESULTS.successful)
+    def cond(c):
+        return c["running"]
 
-    def step(self, fn, y, args, options, state, tags):
-        del options
-        fx, lin_fn, aux = jax.linearize(lambda _y: fn(_y, args), y, has_aux=True)
-        jac = lx.FunctionLinearOperator(lin_fn, jax.eval_shape(lambda: y), tags=tags)
-        sol = lx.linear_solve(jac, fx, self.linear_solver, throw=False)
-        diff = sol.value
-        new_y = jax.tree.map(lambda a, b: a - b, y, diff)
-        scale = jax.tree.map(lambda a: self.atol + self.rtol * jnp.abs(a), new_y)
-        diffsize = self.norm(jax.tree.map(lambda a, b: a / b, diff, scale))
-        diffsize = jnp.where(jnp.isfinite(diffsize), diffsize, jnp.inf)
-        new_state = _StageNewtonState(diffsize, state.diffsize, state.step + 1, state.result)
-        return new_y, new_state, aux
-
-    def terminate(self, fn, y, args, options, state, tags):
-        del fn, y, args, options, tags
-        first = state.step == 1
-        rate = state.diffsize / state.diffsize_prev
-        small = state.diffsize <= self.kappa
-        settled = rate * state.diffsize / (1 - rate) <= self.kappa
-        converged = small | (~first & (rate < 1) & settled)
-        diverged = ~jnp.isfinite(state.diffsize) | (~first & (rate >= 1) & ~small)
-        started = state.step >= 1
-        result = optx.RESULTS.where(
-            started & diverged & ~converged, optx.RESULTS.nonlinear_divergence,
-            optx.RESULTS.successful,
+    def body(c):
+        x, Ax, r, p, rr, j = c["x"], c["Ax"], c["r"], c["p"], c["rr"], c["j"]
+        Ap = matvec(p)
+        curv = jnp.vdot(p, Ap)
+        negative = curv <= 0
+        alpha = rr / jnp.where(negative, 1.0, curv)
+        x_new = x + alpha * p
+        Ax_new = Ax + alpha * Ap
+        if has_radius:
+            outside = negative | (jnp.linalg.norm(x_new) >= radius)
+            tau = to_boundary(x, p)
+            x_out = jnp.where(outside, x + tau * p, x_new)
+            Ax_out = jnp.where(outside, Ax + tau * Ap, Ax_new)
+        else:
+            outside = jnp.array(False)
+            x_out = jnp.where(negative, x, x_new)
+            Ax_out = jnp.where(negative, Ax, Ax_new)
+        r_new = r - alpha * Ap
+        rr_new = jnp.vdot(r_new, r_new)
+        small = rr_new <= atol**2
+        if stop is not None:
+            small = small | stop(r_new)
+        small = small & ~negative
+        p_new = r_new + (rr_new / jnp.where(rr > 0, rr, 1.0)) * p
+        done = negative | outside | small | (j + 1 >= max_steps)
+        return dict(
+            x=x_out,
+            Ax=Ax_out,
+            r=jnp.where(negative, r, r_new),
+            p=p_new,
+            rr=jnp.where(negative, rr, rr_new),
+            j=j + 1,
+            running=~done,
+            negative=negative,
+            boundary=outside & has_radius,
+            converged=small & ~outside,
+            curvature=curv,
         )
-        return started & (converged | diverged), result
 
-    def postprocess(self, fn, y, aux, args, options, state, tags, result):
-        return y, aux, {"num_newton_steps": state.step}
+    init = dict(
+        x=zeros,
+        Ax=zeros,
+        r=b,
+        p=b,
+        rr=bb,
+        j=jnp.array(0),
+        running=bb > 0,
+        negative=jnp.array(False),
+        boundary=jnp.array(False),
+        converged=bb == 0,
+        curvature=jnp.zeros((), b.dtype),
+    )
+    out = jax.lax.while_loop(cond, body, init)
+    return CGResult(
+        x=out["x"],
+        Ax=out["Ax"],
+        num_steps=out["j"],
+        negative_curvature=out["negative"],
+        boundary=out["boundary"],
+        converged=out["converged"],
+        curvature=out["curvature"],
+    )

@@ -1,24 +1,40 @@
 r"""Metrics M of the optimizer U <- U - alpha M^{-1} grad E^N (paper eqs. (37), (38)).
 
-Each metric applies $M^{-1}$ to a gradient matrix-free. [`AbstractMetric.solve`][]
-returns the direction $D = M^{-1} G$ and a flag `ok` that is False only when a
-metric could not produce a descent direction and fell back to $D = G$ (Newton on
-an indefinite Hessian); callers report it.
+Each metric applies $M^{-1}$ to a gradient matrix-free.
+[`AbstractMetric.solve`][flow.metrics.AbstractMetric.solve] returns a
+[`MetricSolve`][flow.metrics.MetricSolve]: the direction $D = M^{-1} G$, a flag `ok`
+that is False only when $M$ is not positive definite at that point (Newton on an
+indefinite Hessian; the direction is then a fallback, still a descent direction),
+and the number of Hessian-vector products it took. Callers count and report both.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
-from ._shooting import Shooting
+from ._krylov import truncated_cg
+from ._shooting import AbstractShooting
+
+
+class MetricSolve(NamedTuple):
+    r"""What [`AbstractMetric.solve`][flow.metrics.AbstractMetric.solve] returns:
+    `direction` $D = M^{-1}G$, `ok` (False where $M$ was not positive definite and
+    `direction` is a fallback), `num_hvp` (Hessian-vector products used)."""
+
+    direction: Float[Array, "N m"]
+    ok: Bool[Array, ""]
+    num_hvp: Int[Array, ""]
+
+
+def _done(D: Array) -> MetricSolve:
+    return MetricSolve(D, jnp.array(True), jnp.array(0))
 
 
 class AbstractMetric(eqx.Module):
@@ -32,7 +48,7 @@ class AbstractMetric(eqx.Module):
     constant: ClassVar[bool]
     name: ClassVar[str]
 
-    def prepare(self, shooting: Shooting, U0: Float[Array, "N m"]) -> AbstractMetric:
+    def prepare(self, shooting: AbstractShooting, U0: Float[Array, "N m"]) -> AbstractMetric:
         """The metric to use from the start point `U0` on (default: itself).
 
         Metrics that are evaluated once, such as [`DiagonalHessian`][], return a
@@ -43,15 +59,17 @@ class AbstractMetric(eqx.Module):
 
     @abc.abstractmethod
     def solve(
-        self, shooting: Shooting, U: Float[Array, "N m"], G: Float[Array, "N m"]
-    ) -> tuple[Float[Array, "N m"], Bool[Array, ""]]:
-        r"""$(M^{-1} G, \text{ok})$ at the point `U`."""
+        self, shooting: AbstractShooting, U: Float[Array, "N m"], G: Float[Array, "N m"]
+    ) -> MetricSolve:
+        r"""$M^{-1} G$ at the point `U`, with the positive-definiteness flag and the
+        work (a [`MetricSolve`][flow.metrics.MetricSolve])."""
 
     def apply_inverse(
-        self, shooting: Shooting, U: Float[Array, "N m"], G: Float[Array, "N m"]
+        self, shooting: AbstractShooting, U: Float[Array, "N m"], G: Float[Array, "N m"]
     ) -> Float[Array, "N m"]:
-        r"""$M^{-1} G$ at the point `U` (the direction of [`solve`][])."""
-        return self.solve(shooting, U, G)[0]
+        r"""$M^{-1} G$ at the point `U` (the direction of
+        [`solve`][flow.metrics.AbstractMetric.solve])."""
+        return self.solve(shooting, U, G).direction
 
 
 class AbstractDiagonalMetric(AbstractMetric):
@@ -60,12 +78,12 @@ class AbstractDiagonalMetric(AbstractMetric):
     constant: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def diagonal(self, shooting: Shooting) -> Float[Array, "N m"]:
+    def diagonal(self, shooting: AbstractShooting) -> Float[Array, "N m"]:
         """The diagonal d of M, shape (N, m), positive."""
 
     def solve(self, shooting, U, G):
         del U
-        return G / self.diagonal(shooting), jnp.array(True)
+        return _done(G / self.diagonal(shooting))
 
 
 class Identity(AbstractDiagonalMetric):
@@ -149,15 +167,17 @@ class Newton(AbstractMetric):
     r"""$M = \nabla^2 E^N(U) + \mu I$: Newton's method ($\mu$ = `damping` $\ge 0$).
 
     $M^{-1} G$ is computed by conjugate gradients on Hessian-vector products
-    (line-search Newton-CG, Nocedal and Wright, Algorithm 7.1); nothing
-    $Nm \times Nm$ is formed. CG runs until the residual is below
-    `rtol` $\|G\|$ (or `max_steps`). When $M$ is positive definite this is the
-    Newton direction. When CG meets a direction of non-positive curvature
-    ($p^T M p \le 0$: an indefinite Hessian) it stops there and returns the last
-    iterate, which is always a descent direction ($G\cdot D > 0$); if that happens
-    at the first iteration it returns $D = G\,\|G\|^2 / |G^T M G|$ (steepest
-    descent with the curvature's scale). Either way `ok = False` is returned, and
-    `descend` counts such steps as fallback steps: Newton never ascends silently.
+    (line-search Newton-CG, Nocedal and Wright, Algorithm 7.1, with
+    [`truncated_cg`][flow.solvers.truncated_cg]); nothing $Nm \times Nm$ is formed.
+    CG runs until the residual is below `rtol` $\|G\|_2$ (or `max_steps`
+    products). When $M$ is positive definite this is the Newton direction. When CG
+    meets a direction of non-positive curvature ($p^T M p \le 0$: an indefinite
+    Hessian) it stops there and returns the last iterate, which is always a
+    descent direction ($G\cdot D > 0$); if that happens at the first iteration it
+    returns $D = G\,\|G\|^2 / |G^T M G|$ (steepest descent with the curvature's
+    scale). Either way `ok = False`: `descend` counts such steps as fallback
+    steps and `gradient_flow` stops with the `indefinite` status. Newton never
+    ascends silently.
     """
 
     constant: ClassVar[bool] = False
@@ -172,46 +192,12 @@ class Newton(AbstractMetric):
         def mv(V):
             return shooting.hessian_vector_product(U, V) + mu * V
 
-        return _newton_cg(mv, G, self.rtol, self.max_steps)
-
-
-def _newton_cg(mv, G, rtol, max_steps):
-    """Truncated CG for M D = G stopping at non-positive curvature (see Newton)."""
-    gg = jnp.vdot(G, G)
-    tol2 = (rtol**2) * gg
-
-    def cond(c):
-        return c["running"]
-
-    def body(c):
-        p, r, x, rr, j = c["p"], c["r"], c["x"], c["rr"], c["j"]
-        Mp = mv(p)
-        curv = jnp.vdot(p, Mp)
-        negative = curv <= 1e-300 * jnp.vdot(p, p)
-        a = rr / jnp.where(negative, 1.0, curv)
-        x_new = x + a * p
-        r_new = r - a * Mp
-        rr_new = jnp.vdot(r_new, r_new)
-        p_new = r_new + (rr_new / rr) * p
-        # at the first iteration, negative curvature -> scaled steepest descent
-        first = j == 0
-        x_neg = jnp.where(first, G * gg / jnp.maximum(jnp.abs(curv), 1e-300), x)
-        x_out = jnp.where(negative, x_neg, x_new)
-        done = negative | (rr_new <= tol2) | (j + 1 >= max_steps)
-        return dict(p=p_new, r=r_new, x=x_out, rr=rr_new, j=j + 1, running=~done, negative=negative)
-
-    init = dict(
-        p=G,
-        r=G,
-        x=jnp.zeros_like(G),
-        rr=gg,
-        j=jnp.array(0),
-        running=gg > 0,
-        negative=jnp.array(False),
-    )
-    out = jax.lax.while_loop(cond, body, init)
-    converged = (out["rr"] <= tol2) | (gg == 0)
-    return out["x"], converged & ~out["negative"]
+        gg = jnp.vdot(G, G)
+        cg = truncated_cg(mv, G, atol=self.rtol * jnp.sqrt(gg), max_steps=self.max_steps)
+        first = cg.negative_curvature & (cg.num_steps == 1)
+        fallback = G * gg / jnp.maximum(jnp.abs(cg.curvature), 1e-300)
+        D = jnp.where(first, fallback, cg.x)
+        return MetricSolve(D, ~cg.negative_curvature, cg.num_steps)
 
 
 class Fixed(AbstractMetric):
@@ -255,9 +241,9 @@ class Fixed(AbstractMetric):
             if size != G.size:
                 raise ValueError(f"`operator` has size {size}; the controls have N*m = {G.size}.")
             sol = lx.linear_solve(self.operator, G.reshape(-1), self.solver)
-            return sol.value.reshape(G.shape), jnp.array(True)
+            return _done(sol.value.reshape(G.shape))
         sol = lx.linear_solve(self.operator, G, self.solver)
-        return sol.value, jnp.array(True)
+        return _done(sol.value)
 
 
 METRICS: dict[str, type[AbstractMetric]] = {
@@ -272,5 +258,23 @@ def metric_from_name(name: str) -> AbstractMetric:
     """`"identity" | "hamiltonian" | "newton" | "diagonal-hessian"` -> a metric."""
     try:
         return METRICS[name.lower()]()
-    except KeyError:
+    except (KeyError, AttributeError):
         raise ValueError(f"`metric` must be one of {sorted(METRICS)}; got {name!r}.") from None
+
+
+def as_metric(metric: AbstractMetric | str) -> AbstractMetric:
+    """The metric every verb's `metric=` argument names: a metric instance, or the
+    name of a built-in one (`"identity"`, `"hamiltonian"`, `"newton"`,
+    `"diagonal-hessian"`).
+
+    **Raises:** `ValueError` for an unknown name, `TypeError` for anything else.
+    """
+    if isinstance(metric, str):
+        return metric_from_name(metric)
+    if not isinstance(metric, AbstractMetric):
+        raise TypeError(
+            "`metric` must be a flow.metrics metric (Identity(), Hamiltonian(), Newton(), "
+            f"Diagonal(d), DiagonalHessian(), Fixed(M)) or one of the names "
+            f"{sorted(METRICS)}; got {type(metric).__name__}."
+        )
+    return metric

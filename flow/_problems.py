@@ -364,6 +364,53 @@ def double_well(rho: Real = 0.5) -> OptimalControlProblem:
     )
 
 
+class _FishingDynamics(eqx.Module):
+    """The Lotka-Volterra fishing dynamics with the cost as a third state,
+    comparable by value (problems with the same weight share compiled code)."""
+
+    weight: float
+
+    def __call__(self, x, u):
+        prey, predator = x[0], x[1]
+        return jnp.stack(
+            [
+                prey - prey * predator - 0.4 * prey * u[0],
+                -predator + prey * predator - 0.2 * predator * u[0],
+                (prey - 1.0) ** 2 + (predator - 1.0) ** 2 + self.weight * u[0] ** 2,
+            ]
+        )
+
+
+def _third_state(x):
+    return x[2]
+
+
+def lotka_volterra(rho: Real = 0.1) -> OptimalControlProblem:
+    r"""The Lotka-Volterra fishing problem (Sager's benchmark of mixed-integer optimal
+    control) with a quadratic control cost instead of the binary constraint, in
+    Mayer form with three states.
+
+    $\min\ x_2(T)$ subject to
+    $\dot x_0 = x_0 - x_0 x_1 - 0.4\,x_0 u$ (prey),
+    $\dot x_1 = -x_1 + x_0 x_1 - 0.2\,x_1 u$ (predators),
+    $\dot x_2 = (x_0 - 1)^2 + (x_1 - 1)^2 + \rho u^2$ (the accumulated cost),
+    $x(0) = (0.5, 0.7, 0)$, $t \in [0, 12]$; $n = 3$, $m = 1$. Fishing ($u > 0$)
+    steers the oscillating populations to the steady state $(1, 1)$.
+
+    **Arguments:** `rho > 0`, the control weight.
+    """
+    rho = _positive_weight("rho", rho)
+    return OptimalControlProblem(
+        _FishingDynamics(rho),
+        _third_state,
+        x0=[0.5, 0.7, 0.0],
+        t0=0.0,
+        tf=12.0,
+        control_dim=1,
+        name="lotka_volterra" if rho == 0.1 else f"lotka_volterra(rho={rho:g})",
+    )
+
+
 def _default_lq() -> OptimalControlProblem:
     """The built-in LQ example: `linear_quadratic(**DEFAULT_LQ)`, a damped
     oscillator with two inputs on [0, 2]."""
@@ -411,6 +458,10 @@ BUILTIN: dict[str, tuple[Callable[[], OptimalControlProblem], str]] = {
     "double_well": (
         double_well,
         "x' = u, cost (x(1)^2-1)^2/4 + int u^2/4: a saddle at U = 0 and two minimisers",
+    ),
+    "lotka_volterra": (
+        lotka_volterra,
+        "Lotka-Volterra fishing, n = 3 (Mayer form), T = 12, quadratic control cost",
     ),
 }
 

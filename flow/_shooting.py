@@ -10,19 +10,23 @@ Indexing follows the paper (eqs. (16), (23), (25)) and DESIGN.md section 2:
 so `lambda_k` belongs to the interval k and equals dE^N/dx_{k+1}.
 """
 
-from __future__ import annotations
 
+import abc
+import math
 from typing import Any
 
 import equinox as eqx
+from equinox import AbstractVar
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._finite_differences import BALANCED_STEP, central_differences
 from ._grid import make_grid
 from ._problem import OptimalControlProblem
 from ._schemes import AbstractScheme, Euler
+from ._validation import float64_array
 
 
 _GRADIENT_METHODS = ("autodiff", "costate", "finite-difference")
@@ -31,10 +35,81 @@ _GRADIENT_METHODS = ("autodiff", "costate", "finite-difference")
 DENSE_HESSIAN_MAX = 4096
 
 
-class Shooting(eqx.Module):
-    r"""The direct-shooting discretisation $P^N$ of an [`OptimalControlProblem`][].
+class AbstractShooting(eqx.Module):
+    r"""What every verb needs of a discretised problem: a grid, controls of shape
+    `(N, m)`, and the cost $E^N(U)$ as a pure, traceable function.
 
-    Built by [`shoot`][]. For controls $U = (u_0, \dots, u_{N-1})$ of shape `(N, m)`
+    Implemented by [`Shooting`][flow.Shooting] (from [`shoot`][flow.shoot] and
+    [`flow.controls.parameterize`][flow.controls.parameterize]) and by
+    [`AdaptiveShooting`][flow.AdaptiveShooting]; [`descend`][flow.descend],
+    [`gradient_flow`][flow.gradient_flow] and the metrics drive any of them.
+
+    Subclasses provide `grid` ($t_0 < \dots < t_N$), `control_dim` and
+    [`objective`][flow.AbstractShooting.objective].
+    """
+
+    grid: AbstractVar[Float[Array, " Np1"]]
+
+    @property
+    @abc.abstractmethod
+    def control_dim(self) -> int:
+        """m."""
+
+    @abc.abstractmethod
+    def objective(self, U: Float[Array, "N m"]) -> Float[Array, ""]:
+        r"""$E^N(U)$ as a pure function: no argument checks and no `jit` of its own,
+        so verbs can differentiate, `vmap` and compile it inside their loops."""
+
+    def hessian_vector_product(self, U: Any, V: Any) -> Float[Array, "N m"]:
+        r"""$\nabla^2 E^N(U)\,V$ (forward-over-reverse), shape `(N, m)`."""
+        return _hvp(self, self.check_controls(U), self.check_controls(V, "V"))
+
+    def nonfinite_report(self, U: Any, name: str = "U0") -> str | None:
+        r"""None when $E^N(U)$ and $\nabla E^N(U)$ are finite; otherwise one sentence
+        saying which is not (a [`Shooting`][flow.Shooting] also names the first grid
+        index whose state is not finite)."""
+        U = self.check_controls(U, name)
+        c, g = _value_and_grad(self, U)
+        cost = float(c)
+        if math.isfinite(cost) and bool(jnp.all(jnp.isfinite(g))):
+            return None
+        what = f"E^N({name}) = {cost!r}" if not math.isfinite(cost) else f"grad E^N({name})"
+        return f"{what} is not finite"
+
+    # ----------------------------------------------------------------- sizes
+    @property
+    def N(self) -> int:
+        """The number of intervals."""
+        return self.grid.shape[0] - 1
+
+    @property
+    def steps(self) -> Float[Array, " N"]:
+        r"""The step sizes $h_k = t_{k+1} - t_k$."""
+        return self.grid[1:] - self.grid[:-1]
+
+    @property
+    def control_shape(self) -> tuple[int, int]:
+        """`(N, m)`, the shape every control argument must have."""
+        return (self.N, self.control_dim)
+
+    def zeros(self) -> Float[Array, "N m"]:
+        """The zero control, of shape `(N, m)`."""
+        return jnp.zeros(self.control_shape)
+
+    def check_controls(self, U: Any, name: str = "U") -> Float[Array, "N m"]:
+        """`U` as a float64 array of shape `(N, m)`, or an error naming `name`.
+
+        **Raises:** `TypeError` for a dtype other than float64 (or a non-numeric
+        input), `ValueError` for a wrong shape. Works on tracers (static checks only).
+        """
+        return float64_array(U, name, self.control_shape)
+
+
+class Shooting(AbstractShooting):
+    r"""The direct-shooting discretisation $P^N$ of an
+    [`OptimalControlProblem`][flow.OptimalControlProblem].
+
+    Built by [`shoot`][flow.shoot]. For controls $U = (u_0, \dots, u_{N-1})$ of shape `(N, m)`
     it gives the states $x_k(U)$, the cost $E^N(U) = \tilde E(x_N(U))$, the discrete
     costates $\lambda_k$, the gradient $\nabla E^N$ by three independent methods,
     the (discrete) Hamiltonian gradient, and second derivatives.
@@ -53,17 +128,6 @@ class Shooting(eqx.Module):
     scheme: AbstractScheme
     grid: Float[Array, " Np1"]
 
-    # ----------------------------------------------------------------- sizes
-    @property
-    def N(self) -> int:
-        """The number of intervals."""
-        return self.grid.shape[0] - 1
-
-    @property
-    def steps(self) -> Float[Array, " N"]:
-        r"""The step sizes $h_k = t_{k+1} - t_k$."""
-        return self.grid[1:] - self.grid[:-1]
-
     @property
     def control_dim(self) -> int:
         """m."""
@@ -74,34 +138,32 @@ class Shooting(eqx.Module):
         """The dimension of the integrated (augmented) state."""
         return self.problem.augmented_dim
 
-    @property
-    def control_shape(self) -> tuple[int, int]:
-        """`(N, m)`, the shape every control argument must have."""
-        return (self.N, self.control_dim)
+    def objective(self, U: Float[Array, "N m"]) -> Float[Array, ""]:
+        r"""$E^N(U) = \tilde E(x_N(U))$, unchecked and traceable (see
+        [`AbstractShooting.objective`][flow.AbstractShooting.objective])."""
+        return _cost_impl(self, U)
 
-    def zeros(self) -> Float[Array, "N m"]:
-        """The zero control, of shape `(N, m)`."""
-        return jnp.zeros(self.control_shape)
-
-    # ------------------------------------------------------------ validation
-    def check_controls(self, U: Any, name: str = "U") -> Float[Array, "N m"]:
-        """`U` as a float64 array of shape `(N, m)`, or an error naming `name`.
-
-        **Raises:** `TypeError` for a dtype other than float64 (or a non-numeric
-        input), `ValueError` for a wrong shape. Works on tracers (static checks only).
-        """
-        if not hasattr(U, "shape") or not hasattr(U, "dtype"):
-            U = np.asarray(U)
-        if U.dtype != jnp.float64:
-            raise TypeError(
-                f"`{name}` must be a float64 array of shape {self.control_shape}; got "
-                f"dtype {U.dtype}. Convert with jnp.asarray({name}, dtype=float)."
+    def nonfinite_report(self, U: Any, name: str = "U0") -> str | None:
+        r"""None when $E^N(U)$ and $\nabla E^N(U)$ are finite; otherwise one sentence
+        naming `name` and where it goes wrong: the first grid index $k$ whose state
+        $x_k$ is not finite (the dynamics blew up before $t_f$), or that the cost or
+        its gradient is not finite although every state is."""
+        generic = super().nonfinite_report(U, name)
+        if generic is None:
+            return None
+        U = self.check_controls(U, name)
+        xs = np.asarray(_states(self, U))
+        bad = ~np.all(np.isfinite(xs), axis=1)
+        what = generic.removesuffix(" is not finite")
+        if np.any(bad):
+            k = int(np.argmax(bad))
+            t = float(self.grid[k])
+            return (
+                f"{what} is not finite: the state x_k first becomes non-finite at "
+                f"k = {k} (t = {t:.6g}) of N = {self.N}; the dynamics blow up before tf "
+                f"from this start"
             )
-        if tuple(U.shape) != self.control_shape:
-            raise ValueError(
-                f"`{name}` must have shape (N, m) = {self.control_shape}; got {tuple(U.shape)}."
-            )
-        return U if isinstance(U, jax.Array) else jnp.asarray(U)
+        return f"{what} is not finite although every state x_0..x_N is"
 
     # --------------------------------------------------------------- public
     def states(self, U: Any) -> Float[Array, "Np1 n"]:
@@ -154,10 +216,6 @@ class Shooting(eqx.Module):
         if method == "costate":
             return _costate_gradient(self, U)
         return _fd_gradient(self, U)
-
-    def hessian_vector_product(self, U: Any, V: Any) -> Float[Array, "N m"]:
-        r"""$\nabla^2 E^N(U)\,V$ (forward-over-reverse), shape `(N, m)`."""
-        return _hvp(self, self.check_controls(U), self.check_controls(V, "V"))
 
     def hessian(self, U: Any, *, max_size: int = DENSE_HESSIAN_MAX) -> Float[Array, "Nm Nm"]:
         r"""The dense Hessian $\nabla^2 E^N(U)$, shape `(N*m, N*m)`, in the row-major
@@ -307,28 +365,16 @@ def _hamiltonian_gradient(sh: Shooting, U: Array) -> Array:
 
 @eqx.filter_jit
 def _fd_gradient(sh: Shooting, U: Array) -> Array:
-    flat = U.reshape(-1)
-    eps = jnp.finfo(flat.dtype).eps
-    deltas = eps ** (1.0 / 3.0) * jnp.maximum(1.0, jnp.abs(flat))
-
-    def one(j):
-        e = jnp.zeros_like(flat).at[j].set(deltas[j])
-        up = _cost_impl(sh, (flat + e).reshape(U.shape))
-        down = _cost_impl(sh, (flat - e).reshape(U.shape))
-        # Divide by the step actually taken (representable difference).
-        taken = (flat[j] + deltas[j]) - (flat[j] - deltas[j])
-        return (up - down) / taken
-
-    g = jax.lax.map(one, jnp.arange(flat.shape[0]), batch_size=64)
-    return g.reshape(U.shape)
+    return central_differences(lambda V: _cost_impl(sh, V), U, BALANCED_STEP)
 
 
-def _hvp_impl(sh: Shooting, U: Array, V: Array) -> Array:
-    g = lambda W: jax.grad(_cost_impl, argnums=1)(sh, W)  # noqa: E731
+def _hvp_impl(sh: AbstractShooting, U: Array, V: Array) -> Array:
+    g = lambda W: jax.grad(type(sh).objective, argnums=1)(sh, W)  # noqa: E731
     return jax.jvp(g, (U,), (V,))[1]
 
 
 _hvp = eqx.filter_jit(_hvp_impl)
+_value_and_grad = eqx.filter_jit(jax.value_and_grad(lambda sh, U: sh.objective(U), argnums=1))
 
 
 @eqx.filter_jit

@@ -9,18 +9,36 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, PyTree
+from jaxtyping import Array, Bool, Float, Int, PyTree
 
-from ._shooting import Shooting, _cost_impl
+from ._metrics import MetricSolve
+from ._shooting import AbstractShooting
+from ._validation import fraction, positive_float, positive_int
 
 
-Direction = Callable[[Array], tuple[Array, Array]]
+#: The metric's direction map G -> M^{-1} G at the current iterate.
+Direction = Callable[[Array], MetricSolve]
+
+
+class StepUpdate(NamedTuple):
+    r"""What [`AbstractStepRule.update`][flow.AbstractStepRule.update] returns: the
+    next iterate `U`, the step `alpha` taken, `ok` (False when the metric fell back
+    or the line search found no acceptable step), the Hessian-vector products
+    `num_hvp` and extra cost evaluations `num_cost` (line-search trials) it used, and
+    the rule's new `state`."""
+
+    U: Float[Array, "N m"]
+    alpha: Float[Array, ""]
+    ok: Bool[Array, ""]
+    num_hvp: Int[Array, ""]
+    num_cost: Int[Array, ""]
+    state: PyTree
 
 
 def _positive(name: str, value: Any) -> Any:
@@ -30,13 +48,7 @@ def _positive(name: str, value: Any) -> Any:
     microseconds per call, which showed in `descend`'s overhead at small N)."""
     if isinstance(value, jax.core.Tracer):
         return value
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a positive number; got {value!r}.") from None
-    if not (v > 0 and v < float("inf")):
-        raise ValueError(f"`{name}` must be positive and finite; got {value!r}.")
-    return np.asarray(v, dtype=np.float64)
+    return np.asarray(positive_float(value, name), dtype=np.float64)
 
 
 class AbstractStepRule(eqx.Module):
@@ -45,7 +57,7 @@ class AbstractStepRule(eqx.Module):
 
     name: ClassVar[str]
 
-    def init(self, shooting: Shooting, U0: Array, g0: Array) -> PyTree:
+    def init(self, shooting: AbstractShooting, U0: Array, g0: Array) -> PyTree:
         """The initial state (default: none)."""
         del shooting, U0, g0
         return None
@@ -53,14 +65,14 @@ class AbstractStepRule(eqx.Module):
     @abc.abstractmethod
     def update(
         self,
-        shooting: Shooting,
+        shooting: AbstractShooting,
         U: Float[Array, "N m"],
         value: Float[Array, ""],
         grad: Float[Array, "N m"],
         direction: Direction,
         state: PyTree,
-    ) -> tuple[Float[Array, "N m"], Float[Array, ""], Bool[Array, ""], PyTree]:
-        """`(U_next, alpha_used, metric_ok, state)`."""
+    ) -> StepUpdate:
+        """The next iterate and what it cost (a [`StepUpdate`][flow.StepUpdate])."""
 
 
 class Constant(AbstractStepRule):
@@ -74,9 +86,9 @@ class Constant(AbstractStepRule):
         self.alpha = _positive("alpha", alpha)
 
     def update(self, shooting, U, value, grad, direction, state):
-        D, ok = direction(grad)
+        d = direction(grad)
         alpha = jnp.asarray(self.alpha, dtype=U.dtype)
-        return U - alpha * D, alpha, ok, state
+        return StepUpdate(U - alpha * d.direction, alpha, d.ok, d.num_hvp, jnp.array(0), state)
 
 
 class HamiltonianStep(AbstractStepRule):
@@ -96,10 +108,12 @@ class HamiltonianStep(AbstractStepRule):
         self.c = _positive("c", c)
 
     def update(self, shooting, U, value, grad, direction, state):
-        D, ok = direction(grad)
+        d = direction(grad)
         c = jnp.asarray(self.c, dtype=U.dtype)
         alpha_k = c / shooting.steps[:, None]
-        return U - alpha_k * D, jnp.max(alpha_k), ok, state
+        return StepUpdate(
+            U - alpha_k * d.direction, jnp.max(alpha_k), d.ok, d.num_hvp, jnp.array(0), state
+        )
 
 
 def _armijo(shooting, U, value, grad, D, alpha0, beta, c1, max_backtracks):
@@ -108,7 +122,7 @@ def _armijo(shooting, U, value, grad, D, alpha0, beta, c1, max_backtracks):
     slope = jnp.vdot(grad, D)
 
     def trial(alpha):
-        return _cost_impl(shooting, U - alpha * D)
+        return shooting.objective(U - alpha * D)
 
     def accepted(alpha, c):
         return jnp.isfinite(c) & (c <= value - c1 * alpha * slope)
@@ -123,10 +137,10 @@ def _armijo(shooting, U, value, grad, D, alpha0, beta, c1, max_backtracks):
         return j + 1, alpha, trial(alpha)
 
     alpha0 = jnp.asarray(alpha0, dtype=U.dtype)
-    _, alpha, c = jax.lax.while_loop(cond, body, (jnp.array(0), alpha0, trial(alpha0)))
+    j, alpha, c = jax.lax.while_loop(cond, body, (jnp.array(0), alpha0, trial(alpha0)))
     found = accepted(alpha, c)
     # no acceptable step (e.g. at the cost's rounding floor): do not move
-    return jnp.where(found, alpha, 0.0), found
+    return jnp.where(found, alpha, 0.0), found, j + 1
 
 
 class Armijo(AbstractStepRule):
@@ -146,19 +160,18 @@ class Armijo(AbstractStepRule):
     max_backtracks: int = 40
 
     def __check_init__(self):
-        if not self.alpha0 > 0:
-            raise ValueError(f"`alpha0` must be positive; got {self.alpha0}.")
-        if not 0 < self.beta < 1:
-            raise ValueError(f"`beta` must be in (0, 1); got {self.beta}.")
-        if not 0 < self.c1 < 1:
-            raise ValueError(f"`c1` must be in (0, 1); got {self.c1}.")
+        positive_float(self.alpha0, "alpha0")
+        fraction(self.beta, "beta")
+        fraction(self.c1, "c1")
+        positive_int(self.max_backtracks, "max_backtracks")
 
     def update(self, shooting, U, value, grad, direction, state):
-        D, ok = direction(grad)
-        alpha, found = _armijo(
+        d = direction(grad)
+        D = d.direction
+        alpha, found, trials = _armijo(
             shooting, U, value, grad, D, self.alpha0, self.beta, self.c1, self.max_backtracks
         )
-        return U - alpha * D, alpha, ok & found, state
+        return StepUpdate(U - alpha * D, alpha, d.ok & found, d.num_hvp, trials, state)
 
 
 class LBFGS(AbstractStepRule):
@@ -181,8 +194,10 @@ class LBFGS(AbstractStepRule):
     max_backtracks: int = 40
 
     def __check_init__(self):
-        if int(self.memory) < 1:
-            raise ValueError(f"`memory` must be >= 1; got {self.memory}.")
+        positive_int(self.memory, "memory")
+        fraction(self.beta, "beta")
+        fraction(self.c1, "c1")
+        positive_int(self.max_backtracks, "max_backtracks")
 
     def init(self, shooting, U0, g0):
         k = self.memory
@@ -222,10 +237,12 @@ class LBFGS(AbstractStepRule):
 
         q, alphas = jax.lax.scan(first, grad, order)
         y_last = Y[last]
-        My, ok_m = direction(y_last)
-        gamma = jnp.where(valid[last], jnp.vdot(S[last], y_last) / jnp.vdot(y_last, My), 1.0)
-        Hq, ok0 = direction(q)
-        r = gamma * Hq
+        d_y = direction(y_last)
+        gamma = jnp.where(
+            valid[last], jnp.vdot(S[last], y_last) / jnp.vdot(y_last, d_y.direction), 1.0
+        )
+        d_q = direction(q)
+        r = gamma * d_q.direction
 
         def second(r, ia):
             i, a = ia
@@ -233,10 +250,10 @@ class LBFGS(AbstractStepRule):
             return r + jnp.where(valid[i], a - b, 0.0) * S[i], None
 
         r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
-        D_metric, ok_d = direction(grad)
+        d_g = direction(grad)
         descent = jnp.vdot(grad, r) > 0
-        D = jnp.where(descent, r, D_metric)
-        alpha, found = _armijo(
+        D = jnp.where(descent, r, d_g.direction)
+        alpha, found, trials = _armijo(
             shooting, U, value, grad, D, 1.0, self.beta, self.c1, self.max_backtracks
         )
         new_state = dict(
@@ -249,7 +266,9 @@ class LBFGS(AbstractStepRule):
             g_prev=grad,
             started=jnp.array(True),
         )
-        return U - alpha * D, alpha, ok_d & ok0 & found, new_state
+        ok = d_g.ok & d_q.ok & d_y.ok & found
+        num_hvp = d_g.num_hvp + d_q.num_hvp + d_y.num_hvp
+        return StepUpdate(U - alpha * D, alpha, ok, num_hvp, trials, new_state)
 
 
 def step_rule(step: Any) -> AbstractStepRule:

@@ -8,24 +8,26 @@ numerical rank, condition number of B) and `spurious_check` (a stationary point
 in C that is not one in U, Remark 5.13).
 """
 
-from ._controls import (
+from ._bases import (
     QUADRATURE_POINTS as QUADRATURE_POINTS,
     AbstractBasis as AbstractBasis,
     BSpline as BSpline,
     Chebyshev as Chebyshev,
     Hat as Hat,
     Legendre as Legendre,
-    Parameterized as Parameterized,
     PiecewiseConstant as PiecewiseConstant,
     RankReport as RankReport,
     Sampled as Sampled,
-    SpuriousCheck as SpuriousCheck,
     basis_matrix as basis_matrix,
+    rank_report as rank_report,
+)
+from ._parameterize import (
+    Parameterized as Parameterized,
+    SpuriousCheck as SpuriousCheck,
     expand as expand,
     is_parameterized as is_parameterized,
     l2_metric as l2_metric,
     original as original,
     parameterize as parameterize,
-    rank_report as rank_report,
     spurious_check as spurious_check,
 )

@@ -5,24 +5,31 @@
   large N); by Proposition 4.5 its solution is a converged direct method's.
 - [`costate_shooting`][flow.indirect.costate_shooting]: classic indirect shooting on
   the continuous conditions (14), with a damped Newton root finder
-  ([`DampedNewton`][flow.indirect.DampedNewton]).
+  ([`DampedNewton`][flow.solvers.DampedNewton]).
 - [`continuous_adjoint_gradient`][flow.indirect.continuous_adjoint_gradient]: the
   optimize-then-discretize gradient, and its O(h) distance from grad E^N.
 - [`costate_report`][flow.indirect.costate_report]: the costates from every route
   side by side, with the h factor between NLP multipliers and costates.
+- [`RESULTS`][flow.indirect.RESULTS]: [`flow.RESULTS`][flow.RESULTS] extended by
+  the Newton-specific outcomes (a singular Newton system, a failed line search).
 """
 
-from ._indirect import (
-    DENSE_CONDITIONS_MAX as DENSE_CONDITIONS_MAX,
-    INDIRECT_RESULTS as INDIRECT_RESULTS,
-    ConditionsSolution as ConditionsSolution,
+from ._adjoint import (
     ContinuousAdjoint as ContinuousAdjoint,
-    CostateReport as CostateReport,
-    CostateTrajectory as CostateTrajectory,
-    DampedNewton as DampedNewton,
     continuous_adjoint_gradient as continuous_adjoint_gradient,
-    costate_report as costate_report,
-    costate_shooting as costate_shooting,
-    direct_optimum as direct_optimum,
+)
+from ._conditions import (
+    DENSE_CONDITIONS_MAX as DENSE_CONDITIONS_MAX,
+    RESULTS as RESULTS,
+    ConditionsSolution as ConditionsSolution,
     solve_conditions as solve_conditions,
+)
+from ._costate_report import (
+    CostateReport as CostateReport,
+    costate_report as costate_report,
+    direct_optimum as direct_optimum,
+)
+from ._costate_shooting import (
+    CostateTrajectory as CostateTrajectory,
+    costate_shooting as costate_shooting,
 )

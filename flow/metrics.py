@@ -15,6 +15,8 @@ from ._metrics import (
     Fixed as Fixed,
     Hamiltonian as Hamiltonian,
     Identity as Identity,
+    MetricSolve as MetricSolve,
     Newton as Newton,
+    as_metric as as_metric,
     metric_from_name as metric_from_name,
 )

@@ -2,8 +2,12 @@
 
 Each factory returns an [`OptimalControlProblem`][flow.OptimalControlProblem];
 `BUILTIN` maps a name to its factory (default arguments) and a one-line
-description, and [`get`][flow.problems.get] looks one up by name.
+description, [`get`][flow.problems.get] looks one up by name, and
+[`load`][flow.problems.load] also takes `path/to/file.py:object` or
+`package.module:object` (the command line's `--problem`).
 """
+
+from ._loading import ProblemLoadError as ProblemLoadError, load as load
 
 from ._problems import (
     BUILTIN as BUILTIN,
@@ -14,6 +18,7 @@ from ._problems import (
     double_well as double_well,
     get as get,
     linear_quadratic as linear_quadratic,
+    lotka_volterra as lotka_volterra,
     riccati_reference as riccati_reference,
     scalar_mayer as scalar_mayer,
     scalar_regularized as scalar_regularized,

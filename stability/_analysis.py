@@ -3,25 +3,29 @@ r"""One call for the whole analysis of an optimizer on one discretised problem."
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
-import equinox as eqx
 import numpy as np
+from jaxtyping import ArrayLike
 
 import flow
+from flow import RESULTS, AbstractResult, Shooting, format_number, metrics, validation
 
 from ._classify import Classification, classify
-from ._common import check_shooting, jsonable
 from ._equilibrium import Equilibrium, equilibrium
 from ._euler import EulerBound, euler_bound
-from ._linearize import as_metric, linearize
-from ._spectrum import Spectrum, spectrum
+from ._linearize import linearize
+from ._spectrum import spectrum
+from ._spectrum_results import Spectrum
 from ._tolerance import gradient_tolerance, hamiltonian_tolerance
 
 
 #: Observed and predicted linear rates "agree" when their logarithms differ by at
 #: most this fraction (10%: the observed rate is a fit over a finite window).
 RATE_AGREEMENT = 0.1
+
+#: The step rules `analyze` replays besides a positive number (see `analyze`).
+STEP_RULES = ("optimal", "hamiltonian", "armijo", "lbfgs", "none")
 
 
 def observed_rate(residuals: Any, *, floor: float) -> float | None:
@@ -40,19 +44,33 @@ def observed_rate(residuals: Any, *, floor: float) -> float | None:
     return float(math.exp(slope))
 
 
-class StabilityReport(eqx.Module):
-    r"""Everything [`analyze`][stability.analyze] found, with `to_dict()` (JSON-safe)
-    and a readable `summary()`.
+class StabilityReport(AbstractResult):
+    r"""Everything [`analyze`][stability.analyze] found, with `to_dict()` (strict
+    JSON) and a readable `summary()`.
 
-    **Fields:** `problem`, `N`, `scheme`, `metric`, `step` (the replayed step
-    $\alpha$ or None); `equilibrium` ([`Equilibrium`][stability.Equilibrium]);
-    `spectrum`, `classification`, `euler` (the bound, with `alpha_max`,
-    `alpha_opt`); `tolerance` (Theorem 5.14: the gradient tolerance `eps`, the
-    Hamiltonian tolerance `eps/h` it implies, and `h * eps` for the other way);
-    `replay` (the [`DescentTrace`][flow.DescentTrace] of `flow.descend` at `step`, or
-    None); `predicted_rate` $\rho(\alpha)$, `observed_rate` (fitted from the
-    replay's Hamiltonian residuals), `agrees`; `equivalence` (the
-    [`GradientCheck`][flow.GradientCheck] at `flow.probe_control`); `verdict`.
+    **Fields:**
+
+    - `problem`, `N`, `scheme`, `metric`; `step` (the replayed constant step
+      $\alpha$, or None for a line search or no replay) and `step_rule` (how it was
+      chosen: `"optimal"`, `"hamiltonian"`, `"value"`, `"armijo"`, `"lbfgs"`,
+      `"none"`);
+    - `equilibrium` ([`Equilibrium`][stability.Equilibrium]), `spectrum`,
+      `classification`, `euler` (the bound, with `alpha_max`, `alpha_opt`);
+    - `tolerance`: Theorem 5.14 for the stopping rule `tol`/`stop_on`: `min_step`
+      $\min_k h_k$, `tol_over_h` (the bound on $\max_k|\partial_u H_k|$ that
+      $\|\nabla E^N\|_\infty \le$ `tol` gives) and `tol_times_h` (the gradient
+      tolerance that gives $\max_k|\partial_u H_k| \le$ `tol`);
+    - `replay` (the [`DescentTrace`][flow.DescentTrace] of `flow.descend` with the
+      step, or None), `predicted_rate` $\rho(\alpha)$, `observed_rate` (fitted from
+      the replay's residuals), `agrees`;
+    - `equivalence`: the [`GradientCheck`][flow.GradientCheck] at
+      `flow.probe_control` (Lemma 2);
+    - `trajectory`: at the equilibrium, the grid `t`, `controls`, `states`,
+      `costates` (user state, no running-cost component) and `hamiltonian_gradient`;
+    - `warnings`: what is doubtful about the chosen step for this metric;
+    - `verdict`: the finding in one sentence; `shooting`.
+
+    `result` is the equilibrium's (`converged`, or why the search stopped).
     """
 
     problem: str
@@ -60,24 +78,39 @@ class StabilityReport(eqx.Module):
     scheme: str
     metric: str
     step: float | None
+    step_rule: str
     equilibrium: Equilibrium
     spectrum: Spectrum
     classification: Classification
     euler: EulerBound
-    tolerance: dict[str, float]
+    tolerance: dict[str, Any]
     replay: flow.DescentTrace | None
     predicted_rate: float | None
     observed_rate: float | None
     agrees: bool | None
-    equivalence: flow.GradientCheck
+    equivalence: flow.GradientCheck | None
+    trajectory: dict[str, Any]
+    warnings: tuple[str, ...]
     verdict: str
+    shooting: flow.AbstractShooting
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary (arrays of U left out)."""
+    @property
+    def result(self) -> RESULTS:
+        """The equilibrium search's result."""
+        return self.equilibrium.result
+
+    def _details(self) -> str:
+        return self.verdict
+
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
         euler = self.euler.to_dict()
-        if self.step is not None:
-            euler["step"] = self.step
-            euler["rate_at_step"] = self.predicted_rate
+        euler["step"] = self.step
+        euler["rate_at_step"] = self.predicted_rate
+        euler["iterations_at_step"] = (
+            self.euler.iterations(self.step)
+            if self.step is not None and self.euler.alpha_max is not None
+            else None
+        )
         replay = None
         if self.replay is not None:
             replay = self.replay.to_dict()
@@ -87,140 +120,209 @@ class StabilityReport(eqx.Module):
                 observed_rate=self.observed_rate,
                 agrees=self.agrees,
             )
-        return jsonable(
-            dict(
-                problem=self.problem,
-                N=self.N,
-                scheme=self.scheme,
-                metric=self.metric,
-                step=self.step,
-                verdict=self.verdict,
-                equilibrium=self.equilibrium.to_dict(),
-                spectrum=self.spectrum.to_dict(),
-                classification=self.classification.to_dict(),
-                euler=euler,
-                tolerance=self.tolerance,
-                replay=replay,
-                equivalence=self.equivalence.to_dict(),
-            )
+        return dict(
+            problem=self.problem,
+            N=self.N,
+            scheme=self.scheme,
+            metric=self.metric,
+            step=self.step,
+            step_rule=self.step_rule,
+            verdict=self.verdict,
+            warnings=list(self.warnings),
+            equilibrium=self.equilibrium.to_dict(),
+            spectrum=self.spectrum.to_dict(),
+            classification=self.classification.to_dict(),
+            euler=euler,
+            tolerance=self.tolerance,
+            replay=replay,
+            equivalence=None if self.equivalence is None else self.equivalence.to_dict(),
+            trajectory=self.trajectory,
         )
 
     def summary(self) -> str:
         """A few readable lines: the verdict and the key numbers."""
-        e, b = self.equilibrium, self.euler
+        e, b, t = self.equilibrium, self.euler, self.tolerance
         lines = [
             f"{self.problem}, N = {self.N}, {self.scheme}, metric {self.metric}",
             f"verdict: {self.verdict}",
-            f"equilibrium: {e.status}, E^N = {e.cost:.10g}, |grad|_inf = "
-            f"{e.gradient_norm:.2e}, max|dH/du| = {e.hamiltonian_residual:.2e}",
-            f"flow: {self.classification.status}"
+            f"equilibrium: {e.status}, E^N = {format_number(e.cost, '.10g')}, |grad|_inf = "
+            f"{format_number(e.gradient_norm, '.2e')}, max|dH/du| = "
+            f"{format_number(e.hamiltonian_residual, '.2e')}",
+            f"flow: {self.classification.kind}"
             + (
                 f" (manifold of dimension {self.classification.manifold_dimension})"
                 if self.classification.n_zero
                 else ""
             ),
-            f"Euler bound: alpha_max = {_fmt(b.alpha_max)}, alpha_opt = {_fmt(b.alpha_opt)}",
-            f"Theorem 5.14: |grad E^N|_inf <= {self.tolerance['eps']:.1e} only gives "
-            f"max|dH/du| <= {self.tolerance['hamiltonian_tolerance']:.1e}; stop at "
-            f"{self.tolerance['gradient_tolerance_for_eps_H']:.1e} for max|dH/du| <= "
-            f"{self.tolerance['eps']:.1e}",
+            f"Euler bound: alpha_max = {format_number(b.alpha_max)}, alpha_opt = "
+            f"{format_number(b.alpha_opt)}",
+            f"Theorem 5.14: |grad E^N|_inf <= {t['tol']:.1e} only gives max|dH/du| <= "
+            f"{t['tol_over_h']:.1e}; stop at {t['tol_times_h']:.1e} for max|dH/du| <= "
+            f"{t['tol']:.1e}",
         ]
         if self.replay is not None:
+            agree = "" if self.agrees is None else (" (agree)" if self.agrees else " (DISAGREE)")
             lines.append(
-                f"replay at alpha = {_fmt(self.step)}: {self.replay.message.split(':')[0]} "
-                f"after {int(self.replay.n_iterations)} iterations; rate predicted "
-                f"{_fmt(self.predicted_rate)}, observed {_fmt(self.observed_rate)}"
-                + ("" if self.agrees is None else (" (agree)" if self.agrees else " (DISAGREE)"))
+                f"replay ({self.step_rule}, alpha = {format_number(self.step)}): "
+                f"{self.replay.status} after {int(self.replay.num_steps)} steps; rate "
+                f"predicted {format_number(self.predicted_rate)}, observed "
+                f"{format_number(self.observed_rate)}{agree}"
             )
-        lines.append(
-            f"Lemma 2: |grad - h dH/du| / |grad| = {self.equivalence.lemma2:.1e}; "
-            f"costate vs autodiff {self.equivalence.costate_vs_autodiff:.1e}"
-        )
+        if self.equivalence is not None:
+            lines.append(
+                f"Lemma 2: |grad - h dH/du| / |grad| = {self.equivalence.lemma2:.1e}; "
+                f"costate vs autodiff {self.equivalence.costate_vs_autodiff:.1e}"
+            )
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return f"StabilityReport({self.problem}, N={self.N}, {self.metric}: {self.verdict})"
+    def _summary(self) -> str:
+        return f"{self.problem}, N={self.N}, {self.metric}: {self.verdict}"
 
 
-def _fmt(x: float | None) -> str:
-    return "none" if x is None else f"{x:.4g}"
+def _trajectory(shooting: flow.AbstractShooting, U: Any) -> dict[str, Any]:
+    r"""The grid, controls, states $x_k$, costates $\lambda_k$ (eqs. (23), (25)) and
+    $\partial_u H_k$ at `U`, without the running-cost component."""
+    out: dict[str, Any] = dict(t=np.asarray(shooting.grid), controls=np.asarray(U))
+    if isinstance(shooting, Shooting):
+        n = shooting.problem.state_dim
+        out.update(
+            states=np.asarray(shooting.states(U))[:, :n],
+            costates=np.asarray(shooting.costates(U))[:, :n],
+            hamiltonian_gradient=np.asarray(shooting.hamiltonian_gradient(U)),
+        )
+    return out
+
+
+def _resolve_step(step, shooting, metric, bound) -> tuple[Any, float | None, str, list[str]]:
+    """(the `descend` step argument or None, the constant alpha or None, the rule's
+    name, warnings). Refuses steps that make no sense for the metric."""
+    warnings: list[str] = []
+    h_min = float(np.min(np.asarray(shooting.steps)))
+    if step is None or step == "none":
+        return None, None, "none", warnings
+    if isinstance(step, str):
+        validation.choice(step, "step", STEP_RULES)
+        if step == "optimal":
+            alpha = bound.alpha_opt
+            if alpha is None and bound.alpha_max is not None:
+                alpha = 0.5 * bound.alpha_max
+            if alpha is None:
+                warnings.append("no step size is stable at this equilibrium: nothing replayed")
+                return None, None, "optimal", warnings
+            return float(alpha), float(alpha), "optimal", warnings
+        if step == "hamiltonian":
+            if not isinstance(metric, metrics.Identity):
+                raise ValueError(
+                    f"`step`='hamiltonian' (alpha = 1/h, section 6.2) is the remedy for the "
+                    f"identity metric: alpha h = 1 makes it the Hamiltonian flow's Euler step. "
+                    f"With metric {metric.name!r} it means alpha = {1 / h_min:.4g} (alpha_max "
+                    f"is {format_number(bound.alpha_max)}); use metric='identity' with "
+                    f"step='hamiltonian', or a number, 'optimal' or 'armijo'."
+                )
+            return 1.0 / h_min, 1.0 / h_min, "hamiltonian", warnings
+        return step, None, step, warnings
+    alpha = validation.positive_float(step, "step")
+    if bound.alpha_max is not None and alpha >= bound.alpha_max:
+        warnings.append(
+            f"step alpha = {alpha:.4g} is outside the forward-Euler bound alpha_max = "
+            f"{bound.alpha_max:.4g} at the equilibrium: the replay is expected to diverge "
+            f"or oscillate"
+        )
+    if isinstance(metric, metrics.Newton) and alpha != 1.0:
+        warnings.append(
+            f"a constant step {alpha:.4g} with the Newton metric is a damped Newton "
+            f"method; far from the minimiser use step='armijo'"
+        )
+    return alpha, alpha, "value", warnings
 
 
 def analyze(
-    shooting: Any,
-    U0: Any = None,
+    shooting: flow.AbstractShooting,
+    U0: ArrayLike | None = None,
     *,
-    metric: Any = "hamiltonian",
-    step: Any = "optimal",
-    eps: float = 1e-6,
+    metric: metrics.AbstractMetric | str = "hamiltonian",
+    step: float | str | None = "optimal",
+    tol: float = 1e-8,
+    stop_on: Literal["hamiltonian", "gradient"] = "hamiltonian",
+    max_steps: int = 20_000,
     equilibrium_tol: float = 1e-10,
-    iterations: int = 20_000,
-    replay_tol: float = 1e-9,
     k: int = 6,
+    throw: bool = True,
 ) -> StabilityReport:
     r"""The whole analysis of the optimizer $U \leftarrow U - \alpha M^{-1}\nabla E^N$ on
     one discretised problem (sections 5.1, 5.2 of the paper):
 
     1. the equilibrium $U^*$ ($\nabla E^N = 0$, eq. (51)) by trust-region Newton-CG
-       from `U0` (default zeros);
+       from `U0` (default zeros), to `equilibrium_tol` on the Hamiltonian residual;
     2. the spectrum of $J = -M^{-1}\nabla^2 E^N(U^*)$ and its classification
        (is the flow (50) stable?);
     3. forward Euler's bound: is $\alpha$ inside $|1 + \alpha\mu| < 1$? and the
        predicted rate $\rho(\alpha) = \max_\mu |1 + \alpha\mu|$;
-    4. Theorem 5.14: a gradient tolerance `eps` is `eps / min h` on the
-       Hamiltonian condition, and `eps * min h` is the gradient tolerance for
-       `max|dH/du| <= eps`;
-    5. the replay: `flow.descend` from `U0` at the step, the observed linear rate
-       fitted from its Hamiltonian residuals, and whether it agrees with
-       $\rho(\alpha)$ (log-rates within 10%);
+    4. Theorem 5.14 for the stopping rule (`tol` on `stop_on`'s residual): a
+       gradient tolerance `tol` is `tol / min h` on the Hamiltonian condition, and
+       `tol * min h` is the gradient tolerance for `max|dH/du| <= tol`;
+    5. the replay: `flow.descend` from `U0` with the step, to `tol` on `stop_on`
+       within `max_steps`, the observed linear rate fitted from its residuals, and
+       whether it agrees with $\rho(\alpha)$ (log-rates within 10%);
     6. the gradient-equivalence check (Lemma 2) at a smooth probe control.
 
     **Arguments:** `shooting`; `U0`; `metric` (a metric or its name); `step`:
-    `"optimal"` ($\alpha_{opt}$, or $\alpha_{max}/2$ for a complex spectrum), a
-    positive number, or None (no replay); `eps`; `equilibrium_tol`;
-    `iterations` and `replay_tol` for the replay; `k` eigenvalues at each end.
+    `"optimal"` ($\alpha_{opt}$, or $\alpha_{max}/2$ for a complex spectrum),
+    `"hamiltonian"` ($\alpha = 1/h$, the identity metric's remedy of section 6.2;
+    refused for other metrics), `"armijo"` or `"lbfgs"` (line searches: no predicted
+    rate), a positive number (a warning when it is outside the Euler bound), or None
+    / `"none"` (no replay); `tol`, `stop_on`, `max_steps`: the replayed optimizer's
+    stopping rule; `equilibrium_tol`; `k` eigenvalues at each end; `throw`: raise
+    [`flow.ConvergenceError`][flow.ConvergenceError] (carrying the report) when no
+    equilibrium was found.
+
+    **Raises:** `ValueError` when the cost or its gradient is not finite at `U0`
+    (naming the first grid index whose state is not finite), or for a step that
+    makes no sense for the metric (why is said).
 
     **Returns:** a [`StabilityReport`][stability.StabilityReport].
     """
-    sh = check_shooting(shooting)
-    metric = as_metric(metric)
-    U0 = sh.zeros() if U0 is None else sh.check_controls(U0, "U0")
+    sh = validation.shooting(shooting)
+    metric = metrics.as_metric(metric)
+    U0 = sh.zeros() if U0 is None else validation.controls(sh, U0, "U0", finite=True)
+    tol = validation.positive_float(tol, "tol")
+    validation.choice(stop_on, "stop_on", ("hamiltonian", "gradient"))
+    max_steps = validation.positive_int(max_steps, "max_steps")
+    report = sh.nonfinite_report(U0, "U0")
+    if report is not None:
+        raise ValueError(f"`U0`: {report}; analyze needs a start where E^N is finite.")
     eq = equilibrium(sh, U0, tol=equilibrium_tol, throw=False)
     metric_at = metric.prepare(sh, U0)
-    spec = spectrum(linearize(sh, eq.U, metric_at), k=k)
+    spec = spectrum(linearize(sh, eq.U, metric=metric_at), k=k)
     cls = classify(spec)
     bound = euler_bound(spec)
+    h_min = float(np.min(np.asarray(sh.steps)))
     tolerance = dict(
-        eps=float(eps),
-        min_step=float(np.min(np.asarray(sh.steps))),
-        hamiltonian_tolerance=float(hamiltonian_tolerance(eps, sh)),
-        gradient_tolerance_for_eps_H=float(gradient_tolerance(eps, sh)),
+        tol=tol,
+        stop_on=stop_on,
+        min_step=h_min,
+        tol_over_h=float(hamiltonian_tolerance(tol, sh)),
+        tol_times_h=float(gradient_tolerance(tol, sh)),
     )
-    alpha: float | None
-    if step is None:
-        alpha = None
-    elif isinstance(step, str):
-        if step != "optimal":
-            raise ValueError(f"`step` must be 'optimal', a positive number or None; got {step!r}.")
-        if bound.alpha_opt is not None:
-            alpha = bound.alpha_opt
-        elif bound.alpha_max is not None:
-            alpha = 0.5 * bound.alpha_max
-        else:
-            alpha = None
-    else:
-        alpha = float(step)
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise ValueError(f"`step` must be positive; got {step!r}.")
+    rule, alpha, step_rule, warnings = _resolve_step(step, sh, metric, bound)
     trace = predicted = observed = agrees = None
-    if alpha is not None:
+    if rule is not None:
         trace = flow.descend(
-            sh, U0, metric, step=alpha, iterations=iterations, tol=replay_tol, throw=False
+            sh,
+            U0,
+            metric=metric,
+            step=rule,
+            max_steps=max_steps,
+            tol=tol,
+            stop_on=stop_on,
+            throw=False,
         )
-        predicted = bound.rate(alpha) if bound.alpha_max is not None else None
+        if alpha is not None and bound.alpha_max is not None:
+            predicted = bound.rate(alpha)
+        n = int(trace.num_steps)
         observed = observed_rate(
-            np.asarray(trace.hamiltonian_norm[: int(trace.n_iterations) + 1]),
-            floor=max(100 * replay_tol, 1e-12),
+            np.asarray(trace.residual[: n + 1]), floor=max(100 * tol, 1e-12)
         )
         if predicted is not None and observed is not None and 0 < predicted < 1:
             agrees = abs(math.log(observed) - math.log(predicted)) <= RATE_AGREEMENT * abs(
@@ -228,14 +330,15 @@ def analyze(
             )
     # at a smooth non-trivial control: at U* the gradient is ~0 and relative
     # differences would only measure rounding
-    check = flow.check_gradients(sh)
-    verdict = _verdict(eq, cls, bound, alpha, trace, agrees)
-    return StabilityReport(
-        problem=sh.problem.name,
+    check = flow.check_gradients(sh) if isinstance(sh, Shooting) else None
+    verdict = _verdict(eq, cls, bound, alpha, step_rule, trace, agrees)
+    out = StabilityReport(
+        problem=getattr(getattr(sh, "problem", None), "name", type(sh).__name__),
         N=sh.N,
-        scheme=sh.scheme.name,
+        scheme=getattr(getattr(sh, "scheme", None), "name", "adaptive"),
         metric=metric.name,
         step=alpha,
+        step_rule=step_rule,
         equilibrium=eq,
         spectrum=spec,
         classification=cls,
@@ -246,11 +349,17 @@ def analyze(
         observed_rate=observed,
         agrees=agrees,
         equivalence=check,
+        trajectory=_trajectory(sh, eq.U),
+        warnings=tuple(warnings),
         verdict=verdict,
+        shooting=sh,
     )
+    if throw:
+        out.raise_for_status("analyze", "Try another U0 or a looser equilibrium_tol.")
+    return out
 
 
-def _verdict(eq, cls, bound, alpha, trace, agrees) -> str:
+def _verdict(eq, cls, bound, alpha, step_rule, trace, agrees) -> str:
     if not eq.success:
         return f"no equilibrium found ({eq.status}); the analysis below is at the last iterate"
     flow_part = {
@@ -258,16 +367,18 @@ def _verdict(eq, cls, bound, alpha, trace, agrees) -> str:
         "marginal": "the flow is marginally stable (a manifold of equilibria)",
         "saddle": f"the equilibrium is a saddle with {cls.n_unstable} unstable direction(s)",
         "unstable": "the equilibrium is unstable",
-    }.get(cls.status, cls.status)
+    }.get(cls.kind, cls.kind)
     if bound.alpha_max is None:
         return f"{flow_part}; no step size makes descent converge to it"
     text = f"{flow_part}; descent is stable for alpha < {bound.alpha_max:.4g}"
-    if alpha is not None and trace is not None:
+    if trace is not None and alpha is not None:
         inside = alpha < bound.alpha_max
         text += (
             f"; alpha = {alpha:.4g} is {'inside' if inside else 'outside'} the bound and "
-            f"the replay {trace.message.split(':')[0]}"
+            f"the replay {trace.status}"
         )
         if agrees is not None:
             text += " at the predicted rate" if agrees else " at a rate other than predicted"
+    elif trace is not None:
+        text += f"; the replay with the {step_rule} line search {trace.status}"
     return text

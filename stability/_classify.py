@@ -6,22 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import equinox as eqx
 import numpy as np
 
-from ._common import jsonable, positive_float
-from ._spectrum import Spectrum
+from flow import RESULTS, AbstractResult
+from flow.validation import instance, positive_float
+
+from ._spectrum_results import Spectrum
 
 
-STATUSES = ("asymptotically stable", "marginal", "saddle", "unstable")
+#: The kinds of equilibrium, `Classification.kind`.
+KINDS = ("asymptotically stable", "marginal", "saddle", "unstable")
 
 
-class Classification(eqx.Module):
+class Classification(AbstractResult):
     r"""The type of an equilibrium, from [`classify`][stability.classify].
 
     **Fields:**
 
-    - `status`: `"asymptotically stable"` (every $\mathrm{Re}\,\mu < 0$),
+    - `kind`: `"asymptotically stable"` (every $\mathrm{Re}\,\mu < 0$),
       `"marginal"` (no $\mathrm{Re}\,\mu > 0$, some $\mu = 0$: a manifold of
       equilibria, not an instability), `"saddle"` (some $\mathrm{Re}\,\mu > 0$ and some
       $< 0$) or `"unstable"` (no $\mathrm{Re}\,\mu < 0$ and some $> 0$);
@@ -36,10 +38,12 @@ class Classification(eqx.Module):
       (= `tol` $\cdot \max|\mu|$); `tol`;
     - `rightmost`: the largest real part; `certain`: False when the slow end of
       the spectrum was not resolved (then unstable directions may be missing);
-    - `message`.
+    - `description`: the counts in words (also the message's details).
+
+    `result` is always `completed`; the kind of equilibrium is `kind`.
     """
 
-    status: str
+    kind: str
     n_unstable: int
     n_zero: int
     n_stable: int
@@ -48,7 +52,15 @@ class Classification(eqx.Module):
     tol: float
     rightmost: float | None
     certain: bool
-    message: str
+    description: str
+
+    @property
+    def result(self) -> RESULTS:
+        """Always `completed` (the classification itself is `kind`)."""
+        return RESULTS.completed
+
+    def _details(self) -> str:
+        return self.description
 
     @property
     def index(self) -> int:
@@ -58,22 +70,21 @@ class Classification(eqx.Module):
     @property
     def stable(self) -> bool:
         """True for an asymptotically stable equilibrium."""
-        return self.status == "asymptotically stable"
+        return self.kind == "asymptotically stable"
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary."""
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        d = self._fields()
         d["index"] = self.index
-        return jsonable(d)
+        return d
 
-    def __repr__(self) -> str:
+    def _summary(self) -> str:
         extra = ""
-        if self.status == "saddle":
+        if self.kind == "saddle":
             extra = f" with {self.n_unstable} unstable direction(s)"
         if self.n_zero:
             extra += f", manifold of equilibria of dimension {self.manifold_dimension}"
         doubt = "" if self.certain else " (slow end unresolved)"
-        return f"Classification({self.status}{extra}{doubt})"
+        return f"{self.kind}{extra}{doubt}"
 
 
 def classify(spectrum: Any, *, tol: Any = None) -> Classification:
@@ -93,8 +104,7 @@ def classify(spectrum: Any, *, tol: Any = None) -> Classification:
 
     **Returns:** a [`Classification`][stability.Classification].
     """
-    if not isinstance(spectrum, Spectrum):
-        raise TypeError(f"`spectrum` must be a stability.Spectrum; got {type(spectrum).__name__}.")
+    instance(spectrum, "spectrum", Spectrum, "from stability.spectrum")
     tol = spectrum.zero_tol if tol is None else positive_float(tol, "tol")
     mu = np.asarray(spectrum.eigenvalues)
     re = np.real(mu)
@@ -125,11 +135,11 @@ def classify(spectrum: Any, *, tol: Any = None) -> Classification:
         n_stable = spectrum.size - n_unstable - n_zero
         certain = spectrum.slow_status in ("converged", "cluster", "complete")
     if n_unstable > 0:
-        status = "saddle" if n_stable > 0 else "unstable"
+        kind = "saddle" if n_stable > 0 else "unstable"
     elif n_zero > 0:
-        status = "marginal"
+        kind = "marginal"
     else:
-        status = "asymptotically stable"
+        kind = "asymptotically stable"
     rightmost = float(np.max(re[finite])) if finite.any() else None
     parts = [f"{n_stable} stable, {n_zero} zero, {n_unstable} unstable of {spectrum.size}"]
     if n_zero:
@@ -140,7 +150,7 @@ def classify(spectrum: Any, *, tol: Any = None) -> Classification:
     if not certain:
         parts.append("the slow end of the spectrum is not resolved: counts are lower bounds")
     return Classification(
-        status=status,
+        kind=kind,
         n_unstable=n_unstable,
         n_zero=n_zero,
         n_stable=n_stable,
@@ -149,5 +159,5 @@ def classify(spectrum: Any, *, tol: Any = None) -> Classification:
         tol=tol,
         rightmost=rightmost,
         certain=certain,
-        message="; ".join(parts),
+        description="; ".join(parts),
     )

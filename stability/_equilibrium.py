@@ -3,8 +3,9 @@ r"""Equilibria of the gradient flow: stationary points of $E^N$ (eq. (51)).
 The flow $dU/d\tau = -M^{-1}\nabla E^N(U)$ (eq. (50)) is at rest exactly where
 $\nabla E^N(U) = 0$ (eq. (51)), whatever the (non-singular) metric. They are found
 here by a trust-region Newton method whose subproblem is solved by truncated
-conjugate gradients on Hessian-vector products (Steihaug-Toint CG): nothing of
-size $Nm \times Nm$ is ever formed, and negative curvature is followed to the
+conjugate gradients on Hessian-vector products (Steihaug-Toint CG,
+[`flow.solvers.truncated_cg`][flow.solvers.truncated_cg]): nothing of size
+$Nm \times Nm$ is ever formed, and negative curvature is followed to the
 trust-region boundary, so the method works from points where the Hessian is
 indefinite (where plain Newton fails) and converges quadratically near a
 non-degenerate minimiser (where plain descent crawls).
@@ -12,48 +13,48 @@ non-degenerate minimiser (where plain descent crawls).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
-from ._common import as_controls, check_shooting, jsonable, positive_float, positive_int
-
-
-#: Status names of [`equilibrium`][stability.equilibrium] and their messages.
-STATUS_MESSAGES: dict[str, str] = {
-    "converged": "the stopping norm fell below tol",
-    "max_steps": "max_steps trust-region iterations without reaching tol",
-    "stalled": (
-        "the trust region collapsed to rounding level before reaching tol (tol may be "
-        "below the rounding floor of the gradient; try a larger tol)"
-    ),
-    "nonfinite": "the cost or gradient is not finite at the start point U0",
-}
-_STATUS_CODES = ("converged", "max_steps", "stalled", "nonfinite")
-_NORMS = ("gradient", "hamiltonian")
+from flow import (
+    RESULTS,
+    AbstractResult,
+    AbstractShooting,
+    Shooting,
+    format_number,
+    solvers,
+    validation,
+)
 
 
-class Equilibrium(eqx.Module):
-    r"""A stationary point $U^*$ of $E^N$ (eq. (51)), the result of [`equilibrium`][].
+StopOn = Literal["hamiltonian", "gradient"]
+_STOP_ON = ("hamiltonian", "gradient")
+
+
+class Equilibrium(AbstractResult):
+    r"""A stationary point $U^*$ of $E^N$ (eq. (51)), the result of
+    [`equilibrium`][stability.equilibrium].
 
     **Fields:**
 
-    - `U`: the point, shape `(N, m)`;
-    - `gradient`: $\nabla E^N(U^*)$, shape `(N, m)`;
+    - `U`: the point, shape `(N, m)`; `gradient`: $\nabla E^N(U^*)$, shape `(N, m)`;
     - `cost`: $E^N(U^*)$;
     - `gradient_norm`: $\|\nabla E^N(U^*)\|_\infty$ (eq. (54));
     - `hamiltonian_residual`: $\max_k |\partial_u H(\lambda_k, x_k, u_k)|$ from the
       costates (eq. (55); $\le$ `gradient_norm` $/ \min_k h_k$ by Theorem 5.14);
-    - `iterations`: trust-region iterations; `n_hvp`: Hessian-vector products;
-      `n_rejected`: rejected trial steps;
-    - `status`: one of `"converged"`, `"max_steps"`, `"stalled"`, `"nonfinite"`
-      (see `STATUS_MESSAGES`), and `message`;
-    - `tol`, `norm`: the stopping rule ($\|\nabla E^N\|_\infty \le$ `tol`, or
-      $\max_k |\nabla_{u_k} E^N| / h_k \le$ `tol` for `norm="hamiltonian"`);
+    - `result`: a [`flow.RESULTS`][flow.RESULTS] item: `converged`, `max_steps`,
+      `stalled` (the trust region collapsed to rounding level: `tol` is likely
+      below the rounding floor of the residual) or `nonfinite` (at `U0`);
+    - work: `num_steps` (trust-region iterations), `num_hvp` (Hessian-vector
+      products), `num_gradients` (cost-and-gradient evaluations), `num_rejected`
+      (rejected trial steps);
+    - `tol`, `stop_on`: the stopping rule ($\max_k |\nabla_{u_k} E^N| / h_k \le$ `tol`
+      for `"hamiltonian"`, $\|\nabla E^N\|_\infty \le$ `tol` for `"gradient"`);
     - `problem`, `N`.
     """
 
@@ -62,52 +63,56 @@ class Equilibrium(eqx.Module):
     cost: float
     gradient_norm: float
     hamiltonian_residual: float
-    iterations: int
-    n_hvp: int
-    n_rejected: int
-    status: str
-    message: str
+    result: RESULTS
+    num_steps: int
+    num_hvp: int
+    num_gradients: int
+    num_rejected: int
     tol: float
-    norm: str
+    stop_on: str
     problem: str
     N: int
+    _arrays: ClassVar[tuple[str, ...]] = ("U", "gradient")
 
-    @property
-    def success(self) -> bool:
-        """True when `status == "converged"`."""
-        return self.status == "converged"
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        return {k: v for k, v in self._fields().items() if k != "result"}
 
-    def to_dict(self, *, include_arrays: bool = False) -> dict[str, Any]:
-        """A JSON-safe dictionary; `U` and `gradient` only with `include_arrays=True`."""
-        d = {
-            f: getattr(self, f)
-            for f in self.__dataclass_fields__
-            if include_arrays or f not in ("U", "gradient")
-        }
-        d["success"] = self.success
-        return jsonable(d)
+    def _details(self) -> str:
+        if self.status in ("max_steps", "stalled"):
+            residual = (
+                self.hamiltonian_residual if self.stop_on == "hamiltonian" else self.gradient_norm
+            )
+            return (
+                f"The {self.stop_on} residual is {residual:.3e} (tol {self.tol:.1e}) after "
+                f"{self.num_steps} trust-region steps"
+            )
+        return ""
 
-    def __repr__(self) -> str:
+    def _summary(self) -> str:
         return (
-            f"Equilibrium({self.problem}, N={self.N}: {self.status} after "
-            f"{self.iterations} iterations ({self.n_hvp} Hessian-vector products), "
-            f"|grad|_inf={self.gradient_norm:.2e}, max|dH/du|="
-            f"{self.hamiltonian_residual:.2e}, E^N={self.cost:.10g})"
+            f"{self.problem}, N={self.N}, {self.num_steps} steps ({self.num_hvp} "
+            f"Hessian-vector products), |grad|_inf={format_number(self.gradient_norm, '.2e')}, "
+            f"max|dH/du|={format_number(self.hamiltonian_residual, '.2e')}, "
+            f"E^N={format_number(self.cost, '.10g')}"
         )
 
 
-class Equilibria(eqx.Module):
-    r"""Distinct stationary points found from several starts ([`equilibria`][]).
+class Equilibria(AbstractResult):
+    r"""Distinct stationary points found from several starts
+    ([`equilibria`][stability.equilibria]).
 
     **Fields:**
 
-    - `points`: the distinct converged equilibria, a tuple of [`Equilibrium`][],
-      sorted by cost;
+    - `points`: the distinct converged equilibria, a tuple of
+      [`Equilibrium`][stability.Equilibrium], sorted by cost;
     - `labels`: for each start, the index into `points` it converged to, or -1
       when that start did not converge;
     - `runs`: the result of every start, in order;
     - `distinct_tol`: two converged points are the same when
       $\|U_a - U_b\|_\infty \le$ `distinct_tol` $\cdot \max(1, \|U_b\|_\infty)$.
+
+    `result` is `converged` when at least one start converged, else the status of
+    the first start.
     """
 
     points: tuple[Equilibrium, ...]
@@ -116,82 +121,47 @@ class Equilibria(eqx.Module):
     distinct_tol: float
 
     @property
-    def n_failed(self) -> int:
+    def result(self) -> RESULTS:
+        """`converged` when some start converged, else the first start's status."""
+        return RESULTS.converged if self.points else self.runs[0].result
+
+    @property
+    def num_failed(self) -> int:
         """The number of starts that did not converge."""
         return int(np.sum(self.labels < 0))
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary (without the control arrays)."""
-        return jsonable(
-            {
-                "points": [p.to_dict() for p in self.points],
-                "labels": self.labels,
-                "runs": [r.to_dict() for r in self.runs],
-                "distinct_tol": self.distinct_tol,
-                "n_failed": self.n_failed,
-            }
-        )
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        return {
+            "points": [p.to_dict(include_arrays=include_arrays) for p in self.points],
+            "labels": self.labels,
+            "runs": [r.to_dict(include_arrays=include_arrays) for r in self.runs],
+            "distinct_tol": self.distinct_tol,
+            "num_failed": self.num_failed,
+        }
 
-    def __repr__(self) -> str:
-        costs = ", ".join(f"{p.cost:.6g}" for p in self.points)
+    def _summary(self) -> str:
+        costs = ", ".join(format_number(p.cost, ".6g") for p in self.points)
         return (
-            f"Equilibria({len(self.points)} distinct from {len(self.runs)} starts, "
-            f"{self.n_failed} failed; costs [{costs}])"
+            f"{len(self.points)} distinct from {len(self.runs)} starts, {self.num_failed} "
+            f"failed; costs [{costs}]"
         )
 
 
 # --------------------------------------------------------------------------
 # The trust-region Newton-CG kernel (pure JAX, vmappable).
 
+#: Kernel status codes, in this order.
+_CODES = ("converged", "max_steps", "stalled", "nonfinite")
+
 
 def _crit(g: Array, weight: Array) -> Array:
     return jnp.max(jnp.abs(g * weight))
 
 
-def _boundary_step(p: Array, d: Array, radius: Array) -> Array:
-    """tau >= 0 with ||p + tau d|| = radius (||p|| <= radius)."""
-    pd, dd, pp = jnp.vdot(p, d), jnp.vdot(d, d), jnp.vdot(p, p)
-    disc = jnp.sqrt(jnp.maximum(pd**2 + dd * (radius**2 - pp), 0.0))
-    return (-pd + disc) / jnp.where(dd > 0, dd, 1.0)
-
-
-def _steihaug(sh, U, g, radius, rtol_abs, crit_tol, weight, max_cg):
-    """Truncated CG for min g.p + p.Hp/2, ||p|| <= radius (Steihaug-Toint).
-
-    Returns (p, H p, number of HVPs, hit_boundary).
-    """
-    zeros = jnp.zeros_like(g)
-    init = (zeros, g, -g, zeros, jnp.array(0), jnp.array(False), jnp.array(False))
-
-    def cond(s):
-        return (~s[5]) & (s[4] < max_cg)
-
-    def body(s):
-        p, r, d, Hp, j, _, _ = s
-        Hd = sh.hessian_vector_product(U, d)
-        dHd = jnp.vdot(d, Hd)
-        rr = jnp.vdot(r, r)
-        negative = dHd <= 0
-        alpha = rr / jnp.where(negative, 1.0, dHd)
-        p_new = p + alpha * d
-        outside = negative | (jnp.linalg.norm(p_new) >= radius)
-        tau = _boundary_step(p, d, radius)
-        r_new = r + alpha * Hd
-        small = (jnp.linalg.norm(r_new) <= rtol_abs) | (_crit(r_new, weight) <= crit_tol)
-        beta = jnp.vdot(r_new, r_new) / jnp.where(rr > 0, rr, 1.0)
-        p_out = jnp.where(outside, p + tau * d, p_new)
-        Hp_out = jnp.where(outside, Hp + tau * Hd, Hp + alpha * Hd)
-        done = outside | small | (rr == 0)
-        return (p_out, r_new, -r_new + beta * d, Hp_out, j + 1, done, outside)
-
-    p, _, _, Hp, j, _, boundary = jax.lax.while_loop(cond, body, init)
-    return p, Hp, j, boundary
-
-
 def _trust_region(sh, U0, tol, weight, radius0, max_steps, max_cg):
     """Trust-region Newton-CG (Nocedal & Wright, Algorithms 4.1 and 7.2)."""
-    value_and_grad = jax.value_and_grad(sh.cost)
-    f0, g0 = value_and_grad(U0)
+    value_and_grad = jax.value_and_grad(type(sh).objective, argnums=1)
+    f0, g0 = value_and_grad(sh, U0)
     g0_norm = jnp.linalg.norm(g0)
     eps = jnp.finfo(U0.dtype).eps
     finite0 = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
@@ -210,11 +180,18 @@ def _trust_region(sh, U0, tol, weight, radius0, max_steps, max_cg):
         U, f, g, radius, it, n_hvp, n_rej = s
         g_norm = jnp.linalg.norm(g)
         forcing = jnp.minimum(0.5, jnp.sqrt(g_norm / jnp.where(g0_norm > 0, g0_norm, 1.0)))
-        p, Hp, n_cg, boundary = _steihaug(
-            sh, U, g, radius, forcing * g_norm, 0.1 * tol, weight, max_cg
+        # min g.p + p.Hp/2 over ||p|| <= radius: CG on H p = -g (Steihaug-Toint)
+        cg = solvers.truncated_cg(
+            lambda V: sh.hessian_vector_product(U, V),
+            -g,
+            atol=forcing * g_norm,
+            max_steps=max_cg,
+            radius=radius,
+            stop=lambda r: _crit(r, weight) <= 0.1 * tol,
         )
+        p, Hp = cg.x, cg.Ax
         predicted = -(jnp.vdot(g, p) + 0.5 * jnp.vdot(p, Hp))
-        f_t, g_t = value_and_grad(U + p)
+        f_t, g_t = value_and_grad(sh, U + p)
         finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t))
         # Near convergence the predicted decrease drops below the rounding of f:
         # then judge the step by the gradient norm instead of by the cost.
@@ -230,7 +207,7 @@ def _trust_region(sh, U0, tol, weight, radius0, max_steps, max_cg):
         radius = jnp.where(
             ratio < 0.25,
             0.25 * p_norm,
-            jnp.where((ratio > 0.75) & boundary, 2.0 * radius, radius),
+            jnp.where((ratio > 0.75) & cg.boundary, 2.0 * radius, radius),
         )
         return (
             jnp.where(accept, U + p, U),
@@ -238,18 +215,22 @@ def _trust_region(sh, U0, tol, weight, radius0, max_steps, max_cg):
             jnp.where(accept, g_t, g),
             radius,
             it + 1,
-            n_hvp + n_cg,
+            n_hvp + cg.num_steps,
             n_rej + jnp.where(accept, 0, 1),
         )
 
     U, f, g, radius, it, n_hvp, n_rej = jax.lax.while_loop(cond, body, init)
-    dH = jnp.max(jnp.abs(sh.hamiltonian_gradient(U)))
     status = jnp.where(
         ~finite0,
         3,
         jnp.where(_crit(g, weight) <= tol, 0, jnp.where(radius <= radius_floor(U), 2, 1)),
     )
-    return U, f, g, dH, it, n_hvp, n_rej, status
+    return U, f, g, it, n_hvp, n_rej, status
+
+
+@eqx.filter_jit
+def _hamiltonian_residual(sh, U):
+    return jnp.max(jnp.abs(sh.hamiltonian_gradient(U)))
 
 
 _solve = eqx.filter_jit(_trust_region)
@@ -258,27 +239,26 @@ _solve_batch = eqx.filter_jit(
 )
 
 
-def _options(shooting, tol, norm, max_steps, max_cg_steps, initial_radius):
-    tol = positive_float(tol, "tol")
-    if norm not in _NORMS:
-        raise ValueError(f"`norm` must be one of {_NORMS}; got {norm!r}.")
-    max_steps = positive_int(max_steps, "max_steps")
+def _options(shooting, tol, stop_on, max_steps, max_cg_steps, initial_radius):
+    tol = validation.positive_float(tol, "tol")
+    validation.choice(stop_on, "stop_on", _STOP_ON)
+    max_steps = validation.positive_int(max_steps, "max_steps")
     size = shooting.N * shooting.control_dim
     if max_cg_steps is None:
         max_cg = min(size, 1000)
     else:
-        max_cg = positive_int(max_cg_steps, "max_cg_steps")
+        max_cg = validation.positive_int(max_cg_steps, "max_cg_steps")
     if initial_radius is None:
         radius = float(np.sqrt(size))
     else:
-        radius = positive_float(initial_radius, "initial_radius")
-    if norm == "gradient":
+        radius = validation.positive_float(initial_radius, "initial_radius")
+    if stop_on == "gradient":
         weight = jnp.ones(shooting.control_shape)
     else:
         weight = jnp.broadcast_to(1.0 / shooting.steps[:, None], shooting.control_shape)
     return (
         tol,
-        norm,
+        stop_on,
         (
             jnp.asarray(tol),
             weight,
@@ -289,36 +269,39 @@ def _options(shooting, tol, norm, max_steps, max_cg_steps, initial_radius):
     )
 
 
-def _result(shooting, tol, norm, U, f, g, dH, it, n_hvp, n_rej, status) -> Equilibrium:
-    name = _STATUS_CODES[int(status)]
-    message = STATUS_MESSAGES[name]
+def _result(shooting, tol, stop_on, U, f, g, it, n_hvp, n_rej, status) -> Equilibrium:
+    name = _CODES[int(status)]
+    if isinstance(shooting, Shooting):
+        dH = _hamiltonian_residual(shooting, U)
+    else:  # the discrete Hamiltonian gradient, grad E^N / h_k
+        dH = np.max(np.abs(np.asarray(g) / np.asarray(shooting.steps)[:, None]))
     return Equilibrium(
         U=U,
         gradient=g,
         cost=float(f),
         gradient_norm=float(jnp.max(jnp.abs(g))),
         hamiltonian_residual=float(dH),
-        iterations=int(it),
-        n_hvp=int(n_hvp),
-        n_rejected=int(n_rej),
-        status=name,
-        message=message,
+        result=getattr(RESULTS, name),
+        num_steps=int(it),
+        num_hvp=int(n_hvp),
+        num_gradients=int(it) + 1,
+        num_rejected=int(n_rej),
         tol=tol,
-        norm=norm,
-        problem=shooting.problem.name,
+        stop_on=stop_on,
+        problem=getattr(getattr(shooting, "problem", None), "name", type(shooting).__name__),
         N=shooting.N,
     )
 
 
 def equilibrium(
-    shooting: Any,
-    U0: Any = None,
+    shooting: AbstractShooting,
+    U0: ArrayLike | None = None,
     *,
-    tol: Any = 1e-10,
-    norm: str = "gradient",
-    max_steps: Any = 200,
-    max_cg_steps: Any = None,
-    initial_radius: Any = None,
+    tol: float = 1e-10,
+    stop_on: StopOn = "hamiltonian",
+    max_steps: int = 200,
+    max_cg_steps: int | None = None,
+    initial_radius: float | None = None,
     throw: bool = True,
 ) -> Equilibrium:
     r"""A stationary point of $E^N$: $\nabla E^N(U^*) = 0$ (eq. (51)), an
@@ -344,40 +327,43 @@ def equilibrium(
 
     - `shooting`: a `flow.Shooting`.
     - `U0`: the start, shape `(N, m)`; default the zero control.
-    - `tol`: stop when $\|\nabla E^N\|_\infty \le$ `tol` (eq. (54)), or, with
-      `norm="hamiltonian"`, when $\max_k |\nabla_{u_k} E^N| / h_k \le$ `tol` (the
-      Hamiltonian condition (55) for Euler; Theorem 5.14).
+    - `tol`, `stop_on`: stop when $\max_k |\nabla_{u_k} E^N| / h_k \le$ `tol`
+      (`"hamiltonian"`, the default: the Hamiltonian condition (55) for Euler,
+      mesh-independent by Theorem 5.14) or $\|\nabla E^N\|_\infty \le$ `tol`
+      (`"gradient"`, eq. (54)).
     - `max_steps`: trust-region iterations; `max_cg_steps`: CG iterations per
       subproblem (default $\min(Nm, 1000)$); `initial_radius`: $\Delta_0$ in the
       Euclidean norm of $U$ (default $\sqrt{Nm}$, a unit change per component).
-    - `throw`: raise `RuntimeError` when the status is not `"converged"`
-      (default); with `throw=False` the status is returned instead.
+    - `throw`: raise [`flow.ConvergenceError`][flow.ConvergenceError] (or
+      [`flow.DivergenceError`][flow.DivergenceError] for a non-finite start) unless
+      the status is `converged`; with `throw=False` the status is returned.
 
     **Returns:** an [`Equilibrium`][stability.Equilibrium].
     """
-    shooting = check_shooting(shooting)
-    U0 = shooting.zeros() if U0 is None else as_controls(shooting, U0, "U0")
-    tol, norm, opts = _options(shooting, tol, norm, max_steps, max_cg_steps, initial_radius)
+    shooting = validation.shooting(shooting)
+    U0 = shooting.zeros() if U0 is None else validation.controls(shooting, U0, "U0", finite=True)
+    tol, stop_on, opts = _options(shooting, tol, stop_on, max_steps, max_cg_steps, initial_radius)
     out = _solve(shooting, U0, *opts)
-    result = _result(shooting, tol, norm, *out)
-    if throw and not result.success:
-        raise RuntimeError(
-            f"equilibrium: {result.status}: {result.message} ({result!r}). Pass "
-            f"throw=False to get the result anyway."
-        )
+    result = _result(shooting, tol, stop_on, *out)
+    if throw:
+        hint = ""
+        if result.status == "nonfinite":
+            hint = shooting.nonfinite_report(U0, "U0") or ""
+        result.raise_for_status("equilibrium", hint)
     return result
 
 
 def equilibria(
-    shooting: Any,
-    starts: Any,
+    shooting: AbstractShooting,
+    starts: ArrayLike,
     *,
-    tol: Any = 1e-10,
-    norm: str = "gradient",
-    max_steps: Any = 200,
-    max_cg_steps: Any = None,
-    initial_radius: Any = None,
-    distinct_tol: Any = 1e-6,
+    tol: float = 1e-10,
+    stop_on: StopOn = "hamiltonian",
+    max_steps: int = 200,
+    max_cg_steps: int | None = None,
+    initial_radius: float | None = None,
+    distinct_tol: float = 1e-6,
+    throw: bool = False,
 ) -> Equilibria:
     r"""[`equilibrium`][stability.equilibrium] from several starts at once
     (`jax.vmap` of the same trust-region kernel), with the distinct equilibria
@@ -386,14 +372,16 @@ def equilibria(
     Two converged points $U_a, U_b$ are the same equilibrium when
     $\|U_a - U_b\|_\infty \le$ `distinct_tol` $\cdot\max(1, \|U_b\|_\infty)$
     (greedy, in the order of increasing cost). Starts that do not converge are
-    reported (label -1), never raised.
+    reported (label -1).
 
-    **Arguments:** `starts`, an array of shape `(S, N, m)`; the other arguments as
-    in [`equilibrium`][stability.equilibrium].
+    **Arguments:** `starts`, an array of shape `(S, N, m)`; `throw`: raise
+    [`flow.ConvergenceError`][flow.ConvergenceError] when no start converged
+    (default False: the failed starts are part of the answer); the other arguments
+    as in [`equilibrium`][stability.equilibrium].
 
     **Returns:** [`Equilibria`][stability.Equilibria].
     """
-    shooting = check_shooting(shooting)
+    shooting = validation.shooting(shooting)
     if not hasattr(starts, "shape"):
         starts = np.asarray(starts, dtype=np.float64)
     if starts.ndim != 3 or tuple(starts.shape[1:]) != shooting.control_shape:
@@ -405,13 +393,13 @@ def equilibria(
         raise ValueError("`starts` must hold at least one start.")
     if starts.dtype != jnp.float64:
         raise TypeError(f"`starts` must be float64; got dtype {starts.dtype}.")
-    starts = jnp.asarray(starts)
-    if not bool(jnp.all(jnp.isfinite(starts))):
-        raise ValueError("`starts` must be finite.")
-    distinct_tol = positive_float(distinct_tol, "distinct_tol")
-    tol, norm, opts = _options(shooting, tol, norm, max_steps, max_cg_steps, initial_radius)
+    starts = validation.real_array(starts, "starts")
+    distinct_tol = validation.positive_float(distinct_tol, "distinct_tol")
+    tol, stop_on, opts = _options(shooting, tol, stop_on, max_steps, max_cg_steps, initial_radius)
     out = _solve_batch(shooting, starts, *opts)
-    runs = tuple(_result(shooting, tol, norm, *(o[i] for o in out)) for i in range(starts.shape[0]))
+    runs = tuple(
+        _result(shooting, tol, stop_on, *(o[i] for o in out)) for i in range(starts.shape[0])
+    )
     order = sorted(range(len(runs)), key=lambda i: runs[i].cost)
     points: list[Equilibrium] = []
     labels = np.full(len(runs), -1, dtype=np.int64)
@@ -428,4 +416,7 @@ def equilibria(
         else:
             labels[i] = len(points)
             points.append(r)
-    return Equilibria(points=tuple(points), labels=labels, runs=runs, distinct_tol=distinct_tol)
+    found = Equilibria(points=tuple(points), labels=labels, runs=runs, distinct_tol=distinct_tol)
+    if throw:
+        found.raise_for_status("equilibria")
+    return found

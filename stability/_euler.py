@@ -8,15 +8,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import equinox as eqx
 import numpy as np
 from jaxtyping import Inexact
 
-from ._common import fmt, jsonable, positive_float
-from ._spectrum import Spectrum
+from flow import RESULTS, AbstractResult, format_number
+from flow.validation import positive_float
+
+from ._spectrum_results import Spectrum
 
 
-class EulerBound(eqx.Module):
+class EulerBound(AbstractResult):
     r"""Forward-Euler stability of gradient descent at an equilibrium, from
     [`euler_bound`][stability.euler_bound].
 
@@ -39,7 +40,8 @@ class EulerBound(eqx.Module):
     - `eigenvalues`: the non-zero eigenvalues the bounds were computed from (for a
       partial spectrum, the computed ones).
     - `exact`: True when both ends are converged eigenvalues (not a cluster edge or
-      an unconverged Ritz value); `reduction`, `message`.
+      an unconverged Ritz value); `reduction`; `description` (the bound in words,
+      also the message's details). `result` is always `completed`.
     """
 
     alpha_max: float | None
@@ -53,7 +55,15 @@ class EulerBound(eqx.Module):
     eigenvalues: Inexact[np.ndarray, " j"]
     reduction: float
     exact: bool
-    message: str
+    description: str
+
+    @property
+    def result(self) -> RESULTS:
+        """Always `completed` (`alpha_max` is None when no step converges)."""
+        return RESULTS.completed
+
+    def _details(self) -> str:
+        return self.description
 
     def rate(self, alpha: Any) -> float:
         r"""$\rho(\alpha) = \max_\mu |1 + \alpha\mu|$ over the non-zero eigenvalues: the
@@ -68,18 +78,18 @@ class EulerBound(eqx.Module):
         steps to shrink the error by `reduction`; None when $\rho(\alpha) \ge 1$."""
         return _iterations(self.rate(alpha), self.reduction)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary."""
-        return jsonable({f: getattr(self, f) for f in self.__dataclass_fields__})
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        return self._fields()
 
-    def __repr__(self) -> str:
+    def _summary(self) -> str:
         excl = f", {self.n_excluded} zero eigenvalue(s) excluded" if self.n_excluded else ""
         approx = "" if self.exact else " (approximate: an end is not a converged eigenvalue)"
         return (
-            f"EulerBound(alpha_max={fmt(self.alpha_max, '.6g')}, alpha_opt="
-            f"{fmt(self.alpha_opt, '.6g')}, rho_opt={fmt(self.rho_opt, '.6g')}, "
-            f"iterations_opt={self.iterations_opt} for reduction {self.reduction:g}"
-            f"{excl}{approx})"
+            f"alpha_max={format_number(self.alpha_max, '.6g')}, alpha_opt="
+            f"{format_number(self.alpha_opt, '.6g')}, rho_opt="
+            f"{format_number(self.rho_opt, '.6g')}, iterations_opt="
+            f"{format_number(self.iterations_opt)} for reduction {self.reduction:g}"
+            f"{excl}{approx}"
         )
 
 
@@ -150,7 +160,7 @@ def euler_bound(spectrum: Any, *, reduction: Any = 1e-6, zero_tol: Any = None) -
             eigenvalues=values,
             reduction=reduction,
             exact=exact,
-            message=f"no non-zero eigenvalues: no bound ({note})",
+            description=f"no non-zero eigenvalues: no bound ({note})",
         )
     re = np.real(values)
     if np.any(re > 0):
@@ -167,7 +177,7 @@ def euler_bound(spectrum: Any, *, reduction: Any = 1e-6, zero_tol: Any = None) -
             eigenvalues=values,
             reduction=reduction,
             exact=exact,
-            message=(
+            description=(
                 f"the flow is unstable here (Re mu = {np.max(re):.3g} > 0): forward Euler "
                 f"diverges along that direction for every step size ({note})"
             ),
@@ -198,7 +208,7 @@ def euler_bound(spectrum: Any, *, reduction: Any = 1e-6, zero_tol: Any = None) -
         eigenvalues=values,
         reduction=reduction,
         exact=bool(exact),
-        message=msg,
+        description=msg,
     )
 
 

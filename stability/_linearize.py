@@ -20,9 +20,9 @@ import jax.scipy.linalg as jsl
 import lineax as lx
 from jaxtyping import Array, Float
 
-from flow import Shooting, metrics
-
-from ._common import as_controls, check_shooting, jsonable, positive_int
+from flow import AbstractShooting, metrics, to_json, validation
+from flow.metrics import as_metric
+from flow.validation import positive_int
 
 
 #: Largest N*m for which [`Linearization.dense`][stability.Linearization.dense] forms
@@ -30,21 +30,6 @@ from ._common import as_controls, check_shooting, jsonable, positive_int
 DENSE_JACOBIAN_MAX = 4096
 
 _KINDS = ("diagonal", "cholesky", "newton", "general")
-
-
-def as_metric(metric: Any) -> metrics.AbstractMetric:
-    """A metric instance from a metric, its name, or None (Identity)."""
-    if metric is None:
-        return metrics.Identity()
-    if isinstance(metric, str):
-        return metrics.metric_from_name(metric)
-    if not isinstance(metric, metrics.AbstractMetric):
-        raise TypeError(
-            "`metric` must be a flow.metrics metric (Identity(), Hamiltonian(), Newton(), "
-            f"Diagonal(d), DiagonalHessian(), Fixed(M)) or one of their names; got "
-            f"{type(metric).__name__}."
-        )
-    return metric
 
 
 class Linearization(eqx.Module):
@@ -75,7 +60,7 @@ class Linearization(eqx.Module):
     Jacobian exactly when the metric is constant or this is zero).
     """
 
-    shooting: Shooting
+    shooting: AbstractShooting
     U: Float[Array, "N m"]
     metric: metrics.AbstractMetric
     kind: str = eqx.field(static=True)
@@ -109,12 +94,12 @@ class Linearization(eqx.Module):
     # ------------------------------------------------------------- products
     def hessian_matvec(self, V: Any) -> Float[Array, "N m"]:
         r"""$\nabla^2 E^N(U)\,V$, shape `(N, m)`."""
-        V = as_controls(self.shooting, V, "V")
+        V = validation.controls(self.shooting, V, "V", finite=True)
         return self.shooting.hessian_vector_product(self.U, V)
 
     def matvec(self, V: Any) -> Float[Array, "N m"]:
         r"""$J V = -M^{-1}\nabla^2 E^N(U)\,V$, shape `(N, m)` (matrix-free)."""
-        V = as_controls(self.shooting, V, "V")
+        V = validation.controls(self.shooting, V, "V", finite=True)
         return _jvp(self, V)
 
     def symmetric_matvec(self, V: Any) -> Float[Array, "N m"]:
@@ -126,7 +111,7 @@ class Linearization(eqx.Module):
                 "symmetric_matvec: this metric has no known factor M = L L^T; the "
                 "Jacobian is treated as a general (non-symmetric) matrix."
             )
-        V = as_controls(self.shooting, V, "V")
+        V = validation.controls(self.shooting, V, "V", finite=True)
         return -_kvp(self, V)
 
     def operator(self) -> lx.FunctionLinearOperator:
@@ -195,9 +180,9 @@ class Linearization(eqx.Module):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe summary (no arrays)."""
-        return jsonable(
+        return to_json(
             {
-                "problem": self.shooting.problem.name,
+                "problem": _problem_name(self.shooting),
                 "N": self.N,
                 "m": self.shooting.control_dim,
                 "metric": self.metric.name,
@@ -211,10 +196,13 @@ class Linearization(eqx.Module):
     def __repr__(self) -> str:
         note = "" if self.exact else ", not an equilibrium: frozen-metric Jacobian"
         return (
-            f"Linearization({self.shooting.problem.name}, N={self.N}, "
+            f"Linearization({_problem_name(self.shooting)}, N={self.N}, "
             f"metric={self.metric.name}, kind={self.kind}, |grad|_inf="
             f"{self.gradient_norm:.1e}{note})"
         )
+
+
+_gradient = eqx.filter_jit(jax.grad(lambda sh, U: sh.objective(U), argnums=1))
 
 
 def _parts(lin: Linearization) -> tuple:
@@ -277,7 +265,17 @@ def _jvp_kernel(sh, U, metric, kind, scale, cholesky, damping, V):
     return -metric.apply_inverse(sh, U, HV)
 
 
-def linearize(shooting: Any, U: Any, metric: Any = None) -> Linearization:
+def _problem_name(shooting: AbstractShooting) -> str:
+    problem = getattr(shooting, "problem", None)
+    return getattr(problem, "name", type(shooting).__name__)
+
+
+def linearize(
+    shooting: AbstractShooting,
+    U: Any,
+    *,
+    metric: metrics.AbstractMetric | str = "hamiltonian",
+) -> Linearization:
     r"""The linearisation of the gradient flow $dU/d\tau = -M^{-1}\nabla E^N(U)$
     (eq. (50)) at `U`: $J = -M^{-1}\nabla^2 E^N(U)$.
 
@@ -291,21 +289,21 @@ def linearize(shooting: Any, U: Any, metric: Any = None) -> Linearization:
 
     - `shooting`: a `flow.Shooting`.
     - `U`: the point, shape `(N, m)`, or an [`Equilibrium`][stability.Equilibrium].
-    - `metric`: a `flow.metrics` metric or its name; default `Identity()` (the
-      gradient method, eq. (38)).
+    - `metric`: a `flow.metrics` metric or its name; default `"hamiltonian"`
+      ($M = \mathrm{diag}(h_k)$; `"identity"` is the gradient method, eq. (38)).
 
     **Returns:** a [`Linearization`][stability.Linearization] (matrix-free; dense on
     request for small $Nm$).
     """
     from ._equilibrium import Equilibrium
 
-    shooting = check_shooting(shooting)
+    shooting = validation.shooting(shooting)
     gradient_norm = None
     if isinstance(U, Equilibrium):
-        if U.N == shooting.N and U.problem == shooting.problem.name:
+        if U.N == shooting.N and U.problem == _problem_name(shooting):
             gradient_norm = U.gradient_norm
         U = U.U
-    U = as_controls(shooting, U, "U")
+    U = validation.controls(shooting, U, "U", finite=True)
     metric = as_metric(metric).prepare(shooting, U)
     scale = cholesky = None
     damping = 0.0
@@ -327,7 +325,7 @@ def linearize(shooting: Any, U: Any, metric: Any = None) -> Linearization:
     else:
         kind = "general"
     if gradient_norm is None:
-        gradient_norm = float(jnp.max(jnp.abs(shooting.gradient(U))))
+        gradient_norm = float(jnp.max(jnp.abs(_gradient(shooting, U))))
     return Linearization(
         shooting=shooting,
         U=U,

@@ -11,33 +11,33 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float, Int
 
 import flow
-from flow import OptimalControlProblem, Shooting, problems
+from flow import RESULTS, AbstractResult, OptimalControlProblem, Shooting, format_number, problems
+from flow.metrics import as_metric
+from flow.validation import positive_float, positive_int
 
 from ._classify import classify
-from ._common import jsonable, positive_float, positive_int
 from ._equilibrium import equilibrium
 from ._euler import euler_bound
-from ._linearize import as_metric, linearize
+from ._linearize import linearize
 from ._spectrum import spectrum
 
 
-class MeshStudy(eqx.Module):
+class MeshStudy(AbstractResult):
     r"""The spectrum ends and step bounds against $N$, from [`mesh_study`][
     stability.mesh_study]. Arrays have one entry per $N$ (NaN where a quantity does
     not exist, e.g. `alpha_max` at an unstable equilibrium).
 
     **Fields:** `N`, `h_min` ($\min_k h_k$), `stiff` and `slow` (the ends of the
-    spectrum of $J$), `alpha_max`, `alpha_opt`, `rho_opt`, `iterations` (at
+    spectrum of $J$), `alpha_max`, `alpha_opt`, `rho_opt`, `iterations_opt` (at
     `alpha_opt`, to shrink the error by `reduction`), `gradient_norm` (of each
-    equilibrium), `status` (classification), `method` (spectrum method),
-    `n_products`, `seconds` (wall time per $N$), `problem`, `metric`, `scheme`,
-    `reduction`.
+    equilibrium), `kind` (classification), `method` (spectrum method),
+    `num_hvp`, `seconds` (wall time per $N$), `problem`, `metric`, `scheme`,
+    `reduction`. `result` is always `completed`.
     """
 
     N: Int[np.ndarray, " r"]
@@ -47,16 +47,21 @@ class MeshStudy(eqx.Module):
     alpha_max: Float[np.ndarray, " r"]
     alpha_opt: Float[np.ndarray, " r"]
     rho_opt: Float[np.ndarray, " r"]
-    iterations: Float[np.ndarray, " r"]
+    iterations_opt: Float[np.ndarray, " r"]
     gradient_norm: Float[np.ndarray, " r"]
-    status: tuple[str, ...]
+    kind: tuple[str, ...]
     method: tuple[str, ...]
-    n_products: Int[np.ndarray, " r"]
+    num_hvp: Int[np.ndarray, " r"]
     seconds: Float[np.ndarray, " r"]
     problem: str
     metric: str
     scheme: str
     reduction: float
+
+    @property
+    def result(self) -> RESULTS:
+        """Always `completed`."""
+        return RESULTS.completed
 
     def exponent(self, field: str = "alpha_max") -> float:
         r"""The least-squares slope of $\log|\text{field}|$ against $\log N$ (1 for
@@ -71,29 +76,28 @@ class MeshStudy(eqx.Module):
         """A plain-text table, one row per N."""
         head = (
             f"{'N':>8} {'h_min':>10} {'stiff':>12} {'slow':>12} {'alpha_max':>11} "
-            f"{'alpha_opt':>11} {'rho_opt':>10} {'iters':>9}  status"
+            f"{'alpha_opt':>11} {'rho_opt':>10} {'iters':>9}  kind"
         )
         rows = [head]
         for i in range(self.N.shape[0]):
-            it = self.iterations[i]
+            it = self.iterations_opt[i]
             rows.append(
                 f"{self.N[i]:>8d} {self.h_min[i]:>10.3e} {self.stiff[i]:>12.5g} "
                 f"{self.slow[i]:>12.5g} {self.alpha_max[i]:>11.5g} {self.alpha_opt[i]:>11.5g} "
-                f"{self.rho_opt[i]:>10.6f} {('n/a' if np.isnan(it) else f'{it:.0f}'):>9}  "
-                f"{self.status[i]}"
+                f"{self.rho_opt[i]:>10.6f} {format_number(it, '.0f'):>9}  "
+                f"{self.kind[i]}"
             )
         return "\n".join(rows)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary (NaN becomes None)."""
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        d = self._fields()
         d["alpha_max_exponent"] = self.exponent("alpha_max")
-        return jsonable(d)
+        return d
 
-    def __repr__(self) -> str:
+    def _summary(self) -> str:
         return (
-            f"MeshStudy({self.problem}, metric={self.metric}, scheme={self.scheme}; "
-            f"alpha_max ~ N^{self.exponent('alpha_max'):.3f})\n{self.table()}"
+            f"{self.problem}, metric={self.metric}, scheme={self.scheme}; alpha_max ~ "
+            f"N^{self.exponent('alpha_max'):.3f}\n{self.table()}"
         )
 
 
@@ -125,8 +129,8 @@ def _transfer(U: np.ndarray, old_grid: np.ndarray, new_grid: np.ndarray) -> np.n
 def mesh_study(
     problem: Any,
     Ns: Any,
-    metric: Any = None,
     *,
+    metric: Any = "hamiltonian",
     scheme: Any = None,
     start: Any = "continuation",
     tol: Any = 1e-10,
@@ -149,11 +153,12 @@ def mesh_study(
       several studies to reuse them.)
     - `Ns`: the grid sizes (increasing).
     - `metric`: a metric, its name, or a callable `metric(shooting)` (for metrics
-      that depend on N); default `Identity()`.
+      that depend on N); default `"hamiltonian"`.
     - `scheme`: the one-step scheme (default Euler).
     - `start`: `"continuation"` (zero at the first N, then the previous equilibrium
       moved to the new grid), `"zeros"`, or a callable `start(shooting) -> U0`.
-    - `tol`: the equilibrium's gradient tolerance (`equilibrium_options` for more).
+    - `tol`: the equilibrium's tolerance (on its default `stop_on`, the Hamiltonian
+      residual; `equilibrium_options` for more).
     - `k`, `spectrum_options`: passed to [`spectrum`][stability.spectrum]; the
       default method is Lanczos for symmetric kinds at every N (only the ends are
       needed, and it is much cheaper than a dense Hessian), "auto" otherwise.
@@ -186,8 +191,8 @@ def mesh_study(
     rows: dict[str, list] = {
         key: []
         for key in (
-            "h_min stiff slow alpha_max alpha_opt rho_opt iterations gradient_norm "
-            "status method n_products seconds"
+            "h_min stiff slow alpha_max alpha_opt rho_opt iterations_opt gradient_norm "
+            "kind method num_hvp seconds"
         ).split()
     }
     previous: tuple[np.ndarray, np.ndarray] | None = None
@@ -204,7 +209,7 @@ def mesh_study(
         eq = equilibrium(sh, U0, **eopts)
         previous = (np.asarray(eq.U), np.asarray(sh.grid))
         m = metric_of(sh)
-        lin = linearize(sh, eq.U, m)
+        lin = linearize(sh, eq.U, metric=m)
         spec = spectrum(lin, **{"method": "lanczos" if lin.symmetric else "auto", **sopts})
         cls = classify(spec)
         eb = euler_bound(spec, reduction=reduction)
@@ -219,11 +224,11 @@ def mesh_study(
         rows["alpha_max"].append(val(eb.alpha_max))
         rows["alpha_opt"].append(val(eb.alpha_opt))
         rows["rho_opt"].append(val(eb.rho_opt))
-        rows["iterations"].append(val(eb.iterations_opt))
+        rows["iterations_opt"].append(val(eb.iterations_opt))
         rows["gradient_norm"].append(eq.gradient_norm)
-        rows["status"].append(cls.status)
+        rows["kind"].append(cls.kind)
         rows["method"].append(spec.method)
-        rows["n_products"].append(spec.n_products)
+        rows["num_hvp"].append(spec.num_hvp)
         rows["seconds"].append(time.perf_counter() - t0)
 
     def arr(key, dtype=np.float64):
@@ -237,11 +242,11 @@ def mesh_study(
         alpha_max=arr("alpha_max"),
         alpha_opt=arr("alpha_opt"),
         rho_opt=arr("rho_opt"),
-        iterations=arr("iterations"),
+        iterations_opt=arr("iterations_opt"),
         gradient_norm=arr("gradient_norm"),
-        status=tuple(rows["status"]),
+        kind=tuple(rows["kind"]),
         method=tuple(rows["method"]),
-        n_products=arr("n_products", np.int64),
+        num_hvp=arr("num_hvp", np.int64),
         seconds=arr("seconds"),
         problem=names[0],
         metric=names[1],

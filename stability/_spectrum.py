@@ -16,16 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg as spla
-from jaxtyping import Bool, Float, Inexact
+
+from flow.validation import choice, positive_float, positive_int
 
 from ._blas import single_threaded_blas
-from ._common import fmt, jsonable, positive_float, positive_int
 from ._lanczos import RawCluster, find_clusters, lanczos, outside
-from ._linearize import Linearization
+from ._linearize import Linearization, _problem_name
+from ._spectrum_results import Cluster, SpectralDensity, Spectrum
 
 
 #: Largest $Nm$ for which `spectrum(..., method="auto")` uses the dense solver and
@@ -37,202 +37,6 @@ DENSE_SPECTRUM_MAX = 2048
 _WHICH = ("both", "stiff", "slow")
 _METHODS = ("auto", "dense", "lanczos", "arnoldi")
 _EPS = float(np.finfo(np.float64).eps)
-
-
-class Cluster(eqx.Module):
-    r"""A window of the spectrum of $J$ that holds a large fraction of it.
-
-    **Fields:** `position` (centre, an eigenvalue of $J$), `halfwidth` (the window
-    is `position` $\pm$ `halfwidth`; half-width `cluster_width`$\cdot|$position$|$ +
-    `zero_tol`$\cdot\|J\|$), `weight` (fraction of all $Nm$ eigenvalues in the
-    window), `count` (their number), `exact` (True when `count` is a count of
-    computed eigenvalues: the dense path, or a Lanczos run in which everything
-    outside the cluster converged; otherwise `count` = round(`weight` $\cdot Nm$)
-    from stochastic Lanczos quadrature).
-    """
-
-    position: float
-    halfwidth: float
-    weight: float
-    count: int
-    exact: bool
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        """(position - halfwidth, position + halfwidth)."""
-        return (self.position - self.halfwidth, self.position + self.halfwidth)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary."""
-        return jsonable({f: getattr(self, f) for f in self.__dataclass_fields__})
-
-    def __repr__(self) -> str:
-        how = "" if self.exact else " est."
-        return (
-            f"Cluster({self.position:.6g} +- {self.halfwidth:.2g}: {100 * self.weight:.1f}% "
-            f"of the spectrum, {self.count}{how} eigenvalues)"
-        )
-
-
-class SpectralDensity(eqx.Module):
-    r"""A discrete approximation of the eigenvalue distribution of $J$:
-    $\frac{1}{Nm}\sum_i \delta(\mu - \mu_i) \approx \sum_j w_j\,\delta(\mu - \nu_j)$.
-
-    `method="exact"`: the nodes are all eigenvalues, weights $1/(Nm)$.
-    `method="slq"`: stochastic Lanczos quadrature, the Gauss quadrature of the
-    spectral measure of `probes` random start vectors (nodes: Ritz values; weights:
-    squared first components of the tridiagonal's eigenvectors, averaged).
-
-    **Fields:** `nodes` (ascending), `weights` (sum 1), `probes`, `steps`, `method`.
-    """
-
-    nodes: Float[np.ndarray, " q"]
-    weights: Float[np.ndarray, " q"]
-    probes: int
-    steps: int
-    method: str
-
-    def cdf(self, x: Any) -> Float[np.ndarray, "..."]:
-        r"""The fraction of eigenvalues $\le x$ (a step function)."""
-        x = np.asarray(x, dtype=np.float64)
-        cum = np.concatenate([[0.0], np.cumsum(self.weights)])
-        return np.asarray(cum[np.searchsorted(self.nodes, x, side="right")])
-
-    def smoothed(self, x: Any, width: Any) -> Float[np.ndarray, "..."]:
-        r"""The density broadened by a Gaussian of standard deviation `width`:
-        $\sum_j w_j \exp(-(x - \nu_j)^2 / 2\sigma^2) / (\sigma\sqrt{2\pi})$ (integrates
-        to 1; for plots)."""
-        sigma = positive_float(width, "width")
-        x = np.asarray(x, dtype=np.float64)
-        z = (x[..., None] - self.nodes) / sigma
-        dens = np.sum(self.weights * np.exp(-0.5 * z**2), axis=-1) / (sigma * np.sqrt(2 * np.pi))
-        return np.asarray(dens)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary."""
-        return jsonable({f: getattr(self, f) for f in self.__dataclass_fields__})
-
-    def __repr__(self) -> str:
-        return (
-            f"SpectralDensity({self.method}, {self.nodes.shape[0]} nodes in "
-            f"[{self.nodes[0]:.4g}, {self.nodes[-1]:.4g}], probes={self.probes})"
-        )
-
-
-class Spectrum(eqx.Module):
-    r"""Eigenvalues of the flow's Jacobian $J$, from [`spectrum`][stability.spectrum].
-
-    **Fields:**
-
-    - `eigenvalues`: eigenvalues of $J$ (real for a symmetric `kind`, else complex),
-      ascending by real part: all $Nm$ of them when `complete`, otherwise the `k`
-      at each requested end plus the converged isolated eigenvalues on the slow
-      side of the lowest-curvature cluster.
-    - `residuals`: residual norms $\|K y - \theta y\|$ of the unit Ritz vectors of
-      the symmetric problem they were computed from (units of the eigenvalues; for
-      the Newton kind mapped to first order); for the dense path the a-priori
-      backward-error bound $\epsilon\|K\|$ of LAPACK's solver.
-    - `converged`: residual $\le$ `tol`$\cdot|\mu|$ + $100\,\epsilon\,\|J\|$, which
-      puts an eigenvalue within the residual of each reported value.
-    - `method` (`"dense"`, `"lanczos"`, `"arnoldi"`), `n_products` (operator
-      applications, each one Hessian-vector product), `steps` (Krylov dimension),
-      `size` ($Nm$), `complete`, `symmetric`, `norm` ($\max|\mu|$).
-    - `clusters`: [`Cluster`][stability.Cluster]s, ascending; `density`: a
-      [`SpectralDensity`][stability.SpectralDensity] (None for non-symmetric).
-    - `stiff_status`, `slow_status`: how each end was resolved: `"complete"`,
-      `"converged"` (the `k` eigenvalues), `"cluster"` (every eigenvalue beyond the
-      cluster converged and the cluster is stable: the end *is* the cluster edge,
-      whose individual eigenvalues are not resolved), `"unresolved"`, or
-      `"not requested"`.
-    - `tol`, `zero_tol`, `message`, `problem`, `N`, `metric`, `kind`.
-    """
-
-    eigenvalues: Inexact[np.ndarray, " k"]
-    residuals: Float[np.ndarray, " k"]
-    converged: Bool[np.ndarray, " k"]
-    method: str
-    n_products: int
-    steps: int
-    size: int
-    complete: bool
-    symmetric: bool
-    norm: float
-    clusters: tuple[Cluster, ...]
-    density: SpectralDensity | None
-    stiff_status: str
-    slow_status: str
-    tol: float
-    zero_tol: float
-    message: str
-    problem: str
-    N: int
-    metric: str
-    kind: str
-
-    @property
-    def real(self) -> bool:
-        """True when every eigenvalue is real."""
-        return bool(self.symmetric or np.all(np.imag(self.eigenvalues) == 0))
-
-    @property
-    def cluster(self) -> Cluster | None:
-        """The heaviest cluster, or None."""
-        if not self.clusters:
-            return None
-        return max(self.clusters, key=lambda c: c.weight)
-
-    @property
-    def stiff(self) -> float | None:
-        r"""The most negative real part among the computed eigenvalues (the stiff
-        end), or None when nothing was computed at that end."""
-        if self.eigenvalues.shape[0] == 0 or self.stiff_status == "not requested":
-            return None
-        return float(np.min(np.real(self.eigenvalues)))
-
-    @property
-    def slow(self) -> float | None:
-        r"""The largest real part among the computed eigenvalues (the slow end).
-        For a symmetric problem a Ritz value that has not converged still bounds the
-        true end from the left (Ritz values lie inside the spectrum)."""
-        if self.eigenvalues.shape[0] == 0 or self.slow_status == "not requested":
-            return None
-        return float(np.max(np.real(self.eigenvalues)))
-
-    @property
-    def isolated(self) -> Inexact[np.ndarray, " j"]:
-        """Converged eigenvalues outside every cluster window."""
-        mask = self.converged.copy()
-        for c in self.clusters:
-            mask &= np.abs(np.real(self.eigenvalues) - c.position) > c.halfwidth
-        return self.eigenvalues[mask]
-
-    @property
-    def slow_isolated(self) -> Inexact[np.ndarray, " j"]:
-        r"""Converged eigenvalues to the right of the rightmost cluster: in Hessian
-        terms, the isolated eigenvalues *below* the control-weight cluster."""
-        mask = self.converged.copy()
-        if self.clusters:
-            edge = self.clusters[-1].position + self.clusters[-1].halfwidth
-            mask &= np.real(self.eigenvalues) > edge
-        return self.eigenvalues[mask]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary (complex eigenvalues as `{"real", "imag"}`)."""
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        d["stiff"], d["slow"] = self.stiff, self.slow
-        return jsonable(d)
-
-    def __repr__(self) -> str:
-        lines = [
-            f"Spectrum({self.problem}, N={self.N}, metric={self.metric}: {self.method}, "
-            f"{self.n_products} products, "
-            + ("complete" if self.complete else f"{self.eigenvalues.shape[0]} eigenvalues")
-            + ")",
-            f"  stiff end {fmt(self.stiff, '.6g')} ({self.stiff_status}), slow end "
-            f"{fmt(self.slow, '.6g')} ({self.slow_status})",
-        ]
-        lines += [f"  {c!r}" for c in self.clusters]
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------
@@ -301,7 +105,7 @@ def _dense_symmetric(lin, opts) -> dict:
         nodes=np.sort(mu),
         weights=np.full(mu.shape, 1.0 / mu.shape[0]),
         probes=0,
-        steps=0,
+        num_steps=0,
         method="exact",
     )
     return dict(
@@ -309,15 +113,15 @@ def _dense_symmetric(lin, opts) -> dict:
         residuals=res,
         converged=np.isfinite(mu),
         method="dense",
-        n_products=lin.size,
-        steps=0,
+        num_hvp=lin.size,
+        num_steps=0,
         complete=True,
         norm=float(np.nanmax(np.abs(mu))) if np.any(np.isfinite(mu)) else float("nan"),
         clusters=_clusters_to_jacobian(lin, raw, counts, True, zero_abs),
         density=density,
         stiff_status="complete",
         slow_status="complete",
-        message=f"all {mu.shape[0]} eigenvalues by a dense symmetric solver (LAPACK syevd)",
+        description=f"all {mu.shape[0]} eigenvalues by a dense symmetric solver (LAPACK syevd)",
     )
 
 
@@ -333,15 +137,15 @@ def _dense_general(lin, opts) -> dict:
         residuals=np.full(mu.shape, _EPS * normJ),
         converged=np.ones(mu.shape, dtype=bool),
         method="dense",
-        n_products=lin.size,
-        steps=0,
+        num_hvp=lin.size,
+        num_steps=0,
         complete=True,
         norm=float(np.max(np.abs(mu))),
         clusters=(),
         density=None,
         stiff_status="complete",
         slow_status="complete",
-        message=f"all {mu.shape[0]} eigenvalues by a dense general solver (LAPACK geev)",
+        description=f"all {mu.shape[0]} eigenvalues by a dense general solver (LAPACK geev)",
     )
 
 
@@ -407,7 +211,7 @@ def _lanczos_path(lin, opts) -> dict:
         nodes=dens_mu[dorder],
         weights=run.weights[dorder],
         probes=run.probes,
-        steps=run.steps,
+        num_steps=run.steps,
         method="slq",
     )
     # Which end of K is which end of J: the maps are decreasing.
@@ -436,15 +240,15 @@ def _lanczos_path(lin, opts) -> dict:
         residuals=res[order],
         converged=converged[order],
         method="lanczos",
-        n_products=run.n_products,
-        steps=run.steps,
+        num_hvp=run.n_products,
+        num_steps=run.steps,
         complete=run.complete,
         norm=float(np.nanmax(np.abs(_to_jacobian(lin, run.theta, zero_abs)))),
         clusters=clusters,
         density=density,
         stiff_status=stiff_status,
         slow_status=slow_status,
-        message="; ".join(parts),
+        description="; ".join(parts),
     )
 
 
@@ -497,15 +301,15 @@ def _arnoldi_path(lin, opts) -> dict:
         residuals=res[order],
         converged=converged[order],
         method="arnoldi",
-        n_products=count[0],
-        steps=0,
+        num_hvp=count[0],
+        num_steps=0,
         complete=False,
         norm=norm,
         clusters=(),
         density=None,
         stiff_status=statuses[0],
         slow_status=statuses[1],
-        message=(
+        description=(
             f"ARPACK (scipy eigs) on the non-symmetric J: {k} eigenvalues of smallest and "
             f"of largest real part, {count[0]} products"
         ),
@@ -584,10 +388,8 @@ def spectrum(
             f"got {type(linearization).__name__}."
         )
     lin = linearization
-    if which not in _WHICH:
-        raise ValueError(f"`which` must be one of {_WHICH}; got {which!r}.")
-    if method not in _METHODS:
-        raise ValueError(f"`method` must be one of {_METHODS}; got {method!r}.")
+    choice(which, "which", _WHICH)
+    choice(method, "method", _METHODS)
     opts = dict(
         k=6 if k is None else positive_int(k, "k"),
         which=which,
@@ -629,7 +431,7 @@ def spectrum(
         symmetric=lin.symmetric,
         tol=opts["tol"],
         zero_tol=opts["zero_tol"],
-        problem=lin.shooting.problem.name,
+        problem=_problem_name(lin.shooting),
         N=lin.N,
         metric=lin.metric.name,
         kind=lin.kind,

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from flow import Shooting
+from flow import AbstractShooting as Shooting
 
 
 def _min_step(grid: Any, name: str = "grid") -> Array:

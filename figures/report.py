@@ -1,8 +1,10 @@
-r"""The figures of the `gradflow analyze` report, drawn from its results document.
+r"""The figures of the `gradflow analyze` report, drawn again from a results document
+or from a [`StabilityReport`][stability.StabilityReport].
 
-Each function takes the document that `stability._report.results_document` builds
-(the content of `results.json`), so a figure shows exactly the numbers written
-there, and saves PNG and PDF with the shared style (`figures._style`):
+Each function takes `source`: the document of `results.json` (for instance from
+[`gradflow.load_results`][gradflow.load_results]) or a `StabilityReport` (its
+`to_dict()` holds the same sections), so a figure shows exactly the numbers written
+there, and saves PNG and PDF with the shared style:
 
 - `spectrum`: the eigenvalues $\alpha\mu$ of $\alpha J$ over forward Euler's
   stability disk $|1 + z| < 1$ at the chosen step;
@@ -14,12 +16,30 @@ there, and saves PNG and PDF with the shared style (`figures._style`):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flow import format_number
+
 from . import _plots, _style
+
+
+def _document(source: Any) -> dict[str, Any]:
+    """The sections the figures read, from a results document or a report."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    to_dict = getattr(source, "to_dict", None)
+    if not callable(to_dict):
+        raise TypeError(
+            "`source` must be a results document (dict, e.g. gradflow.load_results(path)) "
+            f"or a stability.StabilityReport; got {type(source).__name__}."
+        )
+    doc = to_dict()
+    doc.setdefault("settings", {"tol": doc["tolerance"]["tol"]})
+    return doc
 
 
 def _complex(values: Any) -> np.ndarray:
@@ -51,11 +71,12 @@ def _figure_step(doc: dict[str, Any]) -> tuple[float, str]:
     return (1.0 / norm if norm else 1.0), "1 / max |μ|: no stable step exists"
 
 
-def spectrum(doc: dict[str, Any], out: str | Path) -> dict[str, Any]:
+def spectrum(source: Any, out: str | Path) -> dict[str, Any]:
     r"""$\alpha\mu$ for the computed eigenvalues $\mu$ of $J$ over the disk
     $|1 + z| < 1$ at the chosen step (hollow grey: at $\alpha_{\max}$, where the
     limiting eigenvalue touches the circle); cluster windows as bars on the real
     axis. Returns the figure's entry for the document."""
+    doc = _document(source)
     mu = _complex(doc["spectrum"]["eigenvalues"])
     alpha, how = _figure_step(doc)
     eu = doc["euler"]
@@ -107,16 +128,21 @@ def spectrum(doc: dict[str, Any], out: str | Path) -> dict[str, Any]:
     return _entry("spectrum", "Spectrum over the stability disk", caption, paths)
 
 
-def replay(doc: dict[str, Any], out: str | Path) -> dict[str, Any] | None:
+def replay(source: Any, out: str | Path) -> dict[str, Any] | None:
     r"""The replay's $\max_k|\partial_u H_k|$ against the iteration, with the
     predicted $r_0\rho(\alpha)^i$ and the stopping tolerance; None without a
     replay."""
+    doc = _document(source)
     rp = doc["replay"]
     if rp is None:
         return None
-    r = _floats(rp["hamiltonian_norm"])
+    on_h = doc["tolerance"]["stop_on"] == "hamiltonian"
+    r = _floats(rp["hamiltonian_norm" if on_h else "gradient_norm"])
+    what = r"$\max_k|\partial_u H_k|$" if on_h else r"$\max|\nabla E^N|$"
+    what_text = "Hamiltonian residual max |∂H/∂u|" if on_h else "gradient max |∇E^N|"
+    alpha = "a line search" if rp["step"] is None else f"α = {rp['step']:.4g}"
     i = np.arange(r.shape[0])
-    tol = doc["settings"]["replay_tol"]
+    tol = doc["tolerance"]["tol"]
     fig, ax = _style.figure(width=_style.WIDTH_SINGLE, height=3.3)
     ok = np.isfinite(r) & (r > 0)
     ax.semilogy(
@@ -124,7 +150,7 @@ def replay(doc: dict[str, Any], out: str | Path) -> dict[str, Any] | None:
         r[ok],
         color=_style.COLORS[0],
         marker="o" if r.shape[0] <= 40 else None,  # a short run is a few points
-        label=r"replay: $\max_k|\partial_u H_k|$",
+        label=f"replay: {what}",
     )
     rho = rp["predicted_rate"]
     if rho is not None and 0 < rho < 1 and ok[0]:
@@ -155,27 +181,26 @@ def replay(doc: dict[str, Any], out: str | Path) -> dict[str, Any] | None:
             ax, j, float(r[j]) if np.any(ok) else 1.0, text=f"diverged at i = {rp['diverged_at']}"
         )
     obs = rp["observed_rate"]
-    ax.set_title(
-        f"replay at $\\alpha$ = {rp['step']:.4g}: observed rate "
-        + ("n/a" if obs is None else f"{obs:.4g}")
-    )
+    where = "a line search" if rp["step"] is None else f"$\\alpha$ = {rp['step']:.4g}"
+    ax.set_title(f"replay with {where}: observed rate {format_number(obs)}")
     ax.set_xlabel("iteration $i$")
-    ax.set_ylabel(r"$\max_k|\partial_u H_k|$")
+    ax.set_ylabel(what)
     ax.legend(loc="best")
     paths = _style.save(fig, out, "replay")
     agrees = {True: "agree", False: "disagree", None: "were not compared"}[rp["agrees"]]
     caption = (
-        f"The Hamiltonian residual max |∂H/∂u| of flow.descend at α = {rp['step']:.4g} "
-        f"({rp['status'].split(':')[0]} after {rp['n_iterations']} iterations) and the "
+        f"The {what_text} of flow.descend with {alpha} "
+        f"({rp['status']} after {rp['num_steps']} steps) and the "
         f"linear rate predicted from the spectrum, r₀ ρ(α)^i (dashed); the fitted and "
         f"predicted rates {agrees}."
     )
     return _entry("replay", "Replay against the predicted rate", caption, paths)
 
 
-def equilibrium(doc: dict[str, Any], out: str | Path) -> dict[str, Any]:
+def equilibrium(source: Any, out: str | Path) -> dict[str, Any]:
     r"""The equilibrium's controls $u^*_k$ (piecewise constant) and costates
     $\lambda_k$ (plotted at $t_{k+1}$: $\lambda_k = \partial E^N/\partial x_{k+1}$)."""
+    doc = _document(source)
     tr = doc["trajectory"]
     t = _floats(tr["t"])
     U = np.array(tr["controls"], dtype=float)
@@ -212,8 +237,10 @@ def _entry(name: str, title: str, caption: str, paths: list[Path]) -> dict[str, 
     }
 
 
-def draw(doc: dict[str, Any], out: str | Path) -> list[dict[str, Any]]:
-    """Draw every report figure into `out`; returns one entry per figure:
+def draw(source: Any, out: str | Path) -> list[dict[str, Any]]:
+    """Draw every report figure of `source` (a results document or a
+    `StabilityReport`) into `out`; returns one entry per figure:
     `{"name", "title", "caption", "png", "pdf"}` (file names relative to `out`)."""
+    doc = _document(source)
     entries = [spectrum(doc, out), replay(doc, out), equilibrium(doc, out)]
     return [e for e in entries if e is not None]

@@ -1,18 +1,14 @@
 """The `gradflow` command line: `analyze`, `problems`, `figures`.
 
-`gradflow analyze` runs [`stability._report.run_analysis`][] (the whole analysis of
-one problem: `stability.analyze`, the gradient-equivalence table over N, figures)
+`gradflow analyze` runs [`run_analysis`][gradflow.run_analysis] (the whole analysis
+of one problem: `stability.analyze`, the gradient-equivalence table over N, figures)
 and writes `results.json`, `report.md` and the figures (PNG and PDF) into `--out`;
 it prints a summary table and the verdict, or with `--json` the results document.
-Bad input exits with code 2 and one line on stderr.
+Bad input, and a problem the analysis cannot start on, exit with code 2 and one line
+on stderr.
 """
 
-from __future__ import annotations
-
 import argparse
-import importlib
-import importlib.util
-import inspect
 import math
 import sys
 import time
@@ -21,90 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import flow
-from flow import problems
+from flow import format_number, problems
+
+from ._document import EQUIVALENCE_N
 
 
 class UsageError(Exception):
     """Bad input from the command line: reported in one line, exit code 2."""
-
-
-def load_problem(spec: str) -> flow.OptimalControlProblem:
-    """A built-in name, `path/to/file.py:object` or `package.module:object`.
-
-    The object may be an `OptimalControlProblem` or a callable with no required
-    arguments that returns one.
-
-    **Raises:** [`UsageError`][stability._cli.UsageError] naming what is wrong: an
-    unknown name, a missing file or module, a missing object, a callable with
-    required arguments, or an object of another type.
-    """
-    if ":" not in spec:
-        if spec not in problems.BUILTIN:
-            raise UsageError(
-                f"unknown problem {spec!r}; built-in problems: "
-                f"{', '.join(sorted(problems.BUILTIN))} (or give file.py:object)"
-            )
-        return problems.get(spec)
-    where, _, attr = spec.rpartition(":")
-    if not where or not attr:
-        raise UsageError(f"--problem {spec!r}: expected path/to/file.py:object or module:object")
-    if where.endswith(".py") or "/" in where:
-        path = Path(where)
-        if not path.is_file():
-            raise UsageError(f"problem file not found: {where}")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        if mod_spec is None or mod_spec.loader is None:  # pragma: no cover
-            raise UsageError(f"cannot import {where}")
-        module = importlib.util.module_from_spec(mod_spec)
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001
-            raise UsageError(f"importing {where} failed: {type(e).__name__}: {_line(e)}") from e
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as e:
-            raise UsageError(f"cannot import module {where!r}: {_line(e)}") from e
-    if not hasattr(module, attr):
-        raise UsageError(f"{where} has no object named {attr!r}")
-    obj = getattr(module, attr)
-    if not isinstance(obj, flow.OptimalControlProblem) and callable(obj):
-        required = _required_parameters(obj)
-        if required:
-            raise UsageError(
-                f"{spec} takes required arguments ({', '.join(required)}); expected an "
-                f"OptimalControlProblem or a function with no required arguments returning one"
-            )
-        try:
-            obj = obj()
-        except Exception as e:  # noqa: BLE001
-            raise UsageError(f"calling {spec} failed: {type(e).__name__}: {_line(e)}") from e
-    if not isinstance(obj, flow.OptimalControlProblem):
-        raise UsageError(
-            f"{spec} is of type {type(obj).__name__}, expected an OptimalControlProblem "
-            f"or a function returning one"
-        )
-    return obj
-
-
-def _required_parameters(fn: Callable[..., Any]) -> list[str]:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature: just call them
-        return []
-    return [
-        p.name
-        for p in params
-        if p.default is inspect.Parameter.empty
-        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-
-
-def _line(e: BaseException) -> str:
-    """The first non-empty line of an exception's message."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""
 
 
 # --------------------------------------------------------------------------
@@ -126,8 +48,8 @@ def _integer_at_least_one(what: str) -> Callable[[str], int]:
     return parse
 
 
-_positive_int = _integer_at_least_one("an integer N")
-_iterations = _integer_at_least_one("an integer")
+_grid_size = _integer_at_least_one("an integer N")
+_step_count = _integer_at_least_one("an integer")
 
 
 def _positive_float(text: str) -> float:
@@ -140,24 +62,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _scheme(text: str) -> str:
-    try:
-        return flow.scheme_from_name(text).name
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).replace("`scheme` must", "must")) from None
+def _named(parse: Callable[[str], Any], argument: str) -> Callable[[str], str]:
+    """An argparse type that checks a name with `parse` (which raises ValueError)."""
+
+    def check(text: str) -> str:
+        try:
+            return parse(text).name
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).replace(f"`{argument}` must", "must")) from None
+
+    return check
 
 
-def _metric(text: str) -> str:
-    try:
-        return flow.metrics.metric_from_name(text).name
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).replace("`metric` must", "must")) from None
+_scheme = _named(flow.scheme_from_name, "scheme")
+_metric = _named(flow.metrics.metric_from_name, "metric")
+
+#: `--step` words besides a positive number (the step rules of stability.analyze).
+STEP_WORDS = ("optimal", "hamiltonian", "armijo", "lbfgs", "none")
 
 
 def _step(text: str) -> str | float:
-    from ._report import STEP_RULES
-
-    if text.lower() in STEP_RULES:
+    if text.lower() in STEP_WORDS:
         return text.lower()
     try:
         value = float(text)
@@ -165,7 +90,7 @@ def _step(text: str) -> str | float:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(
-            f"expected {', '.join(STEP_RULES)} or a positive number, got {text!r}"
+            f"expected {', '.join(STEP_WORDS)} or a positive number, got {text!r}"
         )
     return value
 
@@ -179,6 +104,24 @@ def _output_folder(text: str) -> Path:
     except OSError as e:
         raise UsageError(f"--out {text}: cannot create the folder ({e.strerror})") from e
     return out
+
+
+def _start(text: str | None, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
+    """`--U0`: a number (every control equal to it) or a `.npy` file of shape (N, m)."""
+    from ._run import read_controls
+
+    if text is None:
+        return None, None
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            return read_controls(text, shape), text
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if not math.isfinite(value):
+        raise UsageError(f"--U0 {text}: expected a finite number or a .npy file")
+    return np.full(shape, value), f"constant {value:g}"
 
 
 # --------------------------------------------------------------------------
@@ -204,22 +147,21 @@ def _stage_display(console: Any) -> Callable[[str], Any]:
 # Commands.
 
 
-def _g(x: Any, spec: str = ".4g") -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int):
-        return str(x)
-    return format(x, spec)
+def _load(spec: str) -> flow.OptimalControlProblem:
+    try:
+        return problems.load(spec)
+    except problems.ProblemLoadError as e:
+        raise UsageError(f"--problem: {e}") from None
 
 
 def _analyze(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ._report import ProblemError, dumps, run_analysis
+    from ._document import dumps
+    from ._run import ProblemError, run_analysis
 
-    problem = load_problem(args.problem)
+    problem = _load(args.problem)
+    U0, label = _start(args.U0, (args.N, problem.control_dim))
     out = _output_folder(args.out)
     err = Console(stderr=True)
     try:
@@ -230,14 +172,19 @@ def _analyze(args: argparse.Namespace) -> int:
             scheme=args.scheme,
             metric=args.metric,
             step=args.step,
-            eps=args.tol,
-            iterations=args.iterations,
+            tol=args.tol,
+            stop_on=args.stop_on,
+            max_steps=args.max_steps,
+            U0=U0,
+            U0_label=label,
             equivalence_N=args.equivalence_N,
             out=out,
             stage=_stage_display(err),
         )
     except ProblemError as e:
         raise UsageError(str(e)) from e
+    for warning in run.report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if args.json:
         print(dumps(run.document))
         return 0
@@ -248,6 +195,7 @@ def _analyze(args: argparse.Namespace) -> int:
 def _print_summary(console: Any, doc: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
+    g = format_number
     eq, cl, eu, tol, rp = (
         doc["equilibrium"],
         doc["classification"],
@@ -264,51 +212,36 @@ def _print_summary(console: Any, doc: dict[str, Any], out: Path) -> None:
     table.add_column("value", justify="right")
     rows = [
         ("equilibrium", "status", eq["status"]),
-        ("", "E^N(U*)", _g(eq["cost"], ".10g")),
+        ("", "E^N(U*)", g(eq["cost"], ".10g")),
         (
             "",
             "max|grad|, max|dH/du|",
-            f"{_g(eq['gradient_norm'], '.1e')}, {_g(eq['hamiltonian_residual'], '.1e')}",
+            f"{g(eq['gradient_norm'], '.1e')}, {g(eq['hamiltonian_residual'], '.1e')}",
         ),
-        ("spectrum", "classification", cl["status"]),
-        (
-            "",
-            "stiff end, slow end",
-            f"{_g(doc['spectrum']['stiff'])}, {_g(doc['spectrum']['slow'])}",
-        ),
-        ("Euler bound", "alpha_max, alpha_opt", f"{_g(eu['alpha_max'])}, {_g(eu['alpha_opt'])}"),
-        (
-            "",
-            f"alpha ({doc['step_rule']}), rho(alpha)",
-            f"{_g(eu['step'])}, {_g(eu['rate_at_step'])}",
-        ),
-        ("", "predicted iterations", _g(eu["iterations_at_step"])),
-        (
-            "Thm 5.14",
-            f"|grad| <= {tol['eps']:.0e}: |dH/du| <=",
-            f"{tol['hamiltonian_tolerance']:.1e}",
-        ),
-        (
-            "",
-            f"|dH/du| <= {tol['eps']:.0e}: |grad| <=",
-            f"{tol['gradient_tolerance_for_eps_H']:.1e}",
-        ),
+        ("spectrum", "classification", cl["kind"]),
+        ("", "stiff end, slow end", f"{g(doc['spectrum']['stiff'])}, {g(doc['spectrum']['slow'])}"),
+        ("Euler bound", "alpha_max, alpha_opt", f"{g(eu['alpha_max'])}, {g(eu['alpha_opt'])}"),
+        ("", f"alpha ({doc['step_rule']}), rho(alpha)", f"{g(eu['step'])}, {g(eu['rate_at_step'])}"),
+        ("", "predicted iterations", g(eu["iterations_at_step"])),
+        ("Thm 5.14", f"|grad| <= {tol['tol']:.0e}: |dH/du| <=", f"{tol['tol_over_h']:.1e}"),
+        ("", f"|dH/du| <= {tol['tol']:.0e}: |grad| <=", f"{tol['tol_times_h']:.1e}"),
     ]
     if rp is not None:
         agrees = {True: "agree", False: "DISAGREE", None: "n/c"}[rp["agrees"]]
         rows += [
-            ("replay", rp["status"].split(":")[0], f"{rp['n_iterations']} iterations"),
+            ("replay", rp["status"], f"{rp['num_steps']} steps"),
             (
                 "",
                 "rate predicted, observed",
-                f"{_g(rp['predicted_rate'], '.3g')}, {_g(rp['observed_rate'], '.3g')} ({agrees})",
+                f"{g(rp['predicted_rate'], '.3g')}, {g(rp['observed_rate'], '.3g')} ({agrees})",
             ),
         ]
-    worst = max(max(c["costate_vs_autodiff"], c["lemma2"]) for c in doc["equivalence_sweep"])
+    sweep = doc["equivalence_sweep"]
+    worst = max(max(c["costate_vs_autodiff"], c["lemma2"]) for c in sweep)
     rows.append(
         (
             "Lemma 2",
-            f"N = {', '.join(str(c['N']) for c in doc['equivalence_sweep'])}",
+            f"N = {', '.join(str(c['N']) for c in sweep)}",
             f"{'holds' if doc['equivalence_holds'] else 'FAILS'} (worst {worst:.0e})",
         )
     )
@@ -336,9 +269,6 @@ def _figures(args: argparse.Namespace) -> int:
 
     out = _output_folder(args.out)
     names = tuple(figures.FIGURES)
-    if not names:
-        print("no figures are registered (figures.FIGURES is empty)")
-        return 0
     err = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
@@ -367,8 +297,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `gradflow` (sub-commands analyze, problems, figures)."""
-    from ._report import EQUIVALENCE_N
-
     parser = _Parser(
         prog="gradflow",
         description="Analyze direct shooting methods for optimal control as gradient flows.",
@@ -389,10 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "package.module:object (default: %(default)s)",
     )
     an.add_argument(
-        "--N",
-        type=_positive_int,
-        default=200,
-        help="grid intervals of the analysis (default: %(default)s)",
+        "--N", type=_grid_size, default=200, help="grid intervals (default: %(default)s)"
     )
     an.add_argument(
         "--scheme", type=_scheme, default="euler", help="euler | heun | rk4 (default: %(default)s)"
@@ -407,25 +332,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--step",
         type=_step,
         default="optimal",
-        help="replayed step alpha: optimal (alpha_opt, or alpha_max/2 for a complex "
-        "spectrum), hamiltonian (alpha = 1/h, section 6.2), none (no replay), or a "
-        "positive number (default: %(default)s)",
+        help="the replayed step: a positive number ALPHA, optimal (alpha_opt, or "
+        "alpha_max/2 for a complex spectrum), hamiltonian (alpha = 1/h, section 6.2; "
+        "with --metric identity only), armijo or lbfgs (line searches), none (no "
+        "replay) (default: %(default)s)",
     )
     an.add_argument(
         "--tol",
         type=_positive_float,
-        default=1e-6,
-        help="gradient tolerance eps for Theorem 5.14 (default: %(default)g)",
+        default=1e-8,
+        help="stopping tolerance of the replay, on the --stop-on residual; Theorem 5.14 "
+        "is stated for it (default: %(default)g)",
     )
     an.add_argument(
-        "--iterations",
-        type=_iterations,
+        "--stop-on",
+        choices=("hamiltonian", "gradient"),
+        default="hamiltonian",
+        help="the residual --tol is measured on: max|dH/du| or max|grad E^N| "
+        "(default: %(default)s)",
+    )
+    an.add_argument(
+        "--max-steps",
+        type=_step_count,
         default=20_000,
-        help="iteration limit of the replay (default: %(default)s)",
+        help="step limit of the replay (default: %(default)s)",
+    )
+    an.add_argument(
+        "--U0",
+        default=None,
+        metavar="VALUE|FILE.npy",
+        help="the start: a number (every control equal to it) or a .npy array of shape "
+        "(N, m) (default: zeros)",
     )
     an.add_argument(
         "--equivalence-N",
-        type=_positive_int,
+        type=_grid_size,
         nargs="+",
         default=list(EQUIVALENCE_N),
         metavar="N",

@@ -1,4 +1,6 @@
-r"""Control parameterizations U = B C (paper eqs. (40)-(43)) and their rank diagnostics.
+r"""Control bases sampled on a grid (paper eqs. (40)-(43)) and the rank diagnostics of
+the sampled matrix B (Remark 5.13). The parameterized problem itself is in
+`flow/_parameterize.py`.
 
 A basis is a set of scalar functions $\xi_j(t)$, $j = 0, \dots, q-1$, on $[t_0, t_f]$
 (eq. (40): $u(t; C) = \sum_j c_j \xi_j(t)$). On a grid $t_0 < \dots < t_N$ with
@@ -26,17 +28,17 @@ from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import numpy.polynomial.chebyshev as npcheb
 import numpy.polynomial.legendre as npleg
 import scipy.interpolate
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
-from ._metrics import Fixed
-from ._problem import OptimalControlProblem
-from ._schemes import AbstractScheme
+from ._encoding import format_number
+from ._grid import uniform_grid
+from ._results import RESULTS, AbstractResult
 from ._shooting import Shooting
+from ._validation import choice, fraction, increasing_times, positive_int, spanning
 
 
 _SAMPLES = ("midpoint", "average")
@@ -47,38 +49,14 @@ QUADRATURE_POINTS = 8
 
 
 # ----------------------------------------------------------------- validation
-def _int_arg(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
-    return int(value)
-
-
 def _points_arg(name: str, value: Any, minimum_count: int) -> int | tuple[float, ...]:
     """An integer count (>= minimum_count - 1 intervals) or a strictly increasing,
     finite 1-D sequence of at least `minimum_count` times (kept as a tuple)."""
     if isinstance(value, bool):
         raise TypeError(f"`{name}` must be an integer or an increasing array of times.")
     if isinstance(value, int | np.integer):
-        return _int_arg(name, value, max(minimum_count - 1, 1))
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"`{name}` must be a real array of times; got dtype {arr.dtype}.")
-    arr = arr.astype(np.float64)
-    if arr.ndim != 1 or arr.shape[0] < minimum_count:
-        raise ValueError(
-            f"`{name}` must be a 1-D array of at least {minimum_count} times; got shape "
-            f"{arr.shape}."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"`{name}` must be finite.")
-    if not np.all(np.diff(arr) > 0):
-        bad = int(np.argmin(np.diff(arr) > 0))
-        raise ValueError(
-            f"`{name}` must be strictly increasing; entry {bad} ({arr[bad]!r}) >= entry "
-            f"{bad + 1} ({arr[bad + 1]!r})."
-        )
+        return positive_int(value, name, minimum=max(minimum_count - 1, 1))
+    arr = increasing_times(value, name, minimum_length=minimum_count)
     return tuple(float(v) for v in arr)
 
 
@@ -86,51 +64,15 @@ def _resolve_points(name: str, points: int | tuple[float, ...], t0: float, tf: f
     """The points as an array on [t0, tf]: uniform for a count, else checked to span
     exactly [t0, tf] (to 1e-12 of the interval; the ends are then snapped)."""
     if isinstance(points, int):
-        out = t0 + (tf - t0) * (np.arange(points + 1, dtype=np.float64) / points)
-        out[-1] = tf
-        return out
-    out = np.asarray(points, dtype=np.float64)
-    scale = 1e-12 * (tf - t0)
-    if abs(out[0] - t0) > scale or abs(out[-1] - tf) > scale:
-        raise ValueError(
-            f"`{name}` must start at t0 = {t0!r} and end at tf = {tf!r} (the grid's "
-            f"ends); got [{out[0]!r}, ..., {out[-1]!r}]."
-        )
-    out = out.copy()
-    out[0], out[-1] = t0, tf
-    return out
+        return uniform_grid(points, t0, tf)
+    return spanning(np.asarray(points, dtype=np.float64), name, t0, tf)
 
 
 def _as_grid(grid: Any) -> np.ndarray:
     """A Shooting's grid, or a validated strictly increasing 1-D array of times."""
     if isinstance(grid, Shooting):
         return np.asarray(grid.grid, dtype=np.float64)
-    if isinstance(grid, bool) or isinstance(grid, int | float | np.integer | np.floating):
-        raise TypeError(
-            "`grid` must be a flow.Shooting or a 1-D array of N+1 >= 2 times; got the "
-            f"number {grid!r}."
-        )
-    arr = np.asarray(grid)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"`grid` must be a real array of times; got dtype {arr.dtype}.")
-    arr = arr.astype(np.float64)
-    if arr.ndim != 1 or arr.shape[0] < 2:
-        raise ValueError(f"`grid` must be a 1-D array of N+1 >= 2 times; got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("`grid` must be finite.")
-    if not np.all(np.diff(arr) > 0):
-        bad = int(np.argmin(np.diff(arr) > 0))
-        raise ValueError(
-            f"`grid` must be strictly increasing; t[{bad}]={arr[bad]!r} >= "
-            f"t[{bad + 1}]={arr[bad + 1]!r}."
-        )
-    return arr
-
-
-def _check_sample(sample: Any) -> str:
-    if sample not in _SAMPLES:
-        raise ValueError(f"`sample` must be one of {_SAMPLES}; got {sample!r}.")
-    return sample
+    return increasing_times(grid, "grid")
 
 
 # --------------------------------------------------------------------- bases
@@ -172,7 +114,7 @@ class AbstractBasis(eqx.Module):
     def matrix(self, grid: Any, control_dim: int = 1) -> Float[np.ndarray, "Nm p"]:
         r"""$B = \Phi \otimes I_m$, shape `(N*m, q*m)`: the sampled basis in the
         ordering of the module docstring (`U.reshape(-1) = B @ C.reshape(-1)`)."""
-        m = _int_arg("control_dim", control_dim, 1)
+        m = positive_int("control_dim", control_dim, 1)
         phi = self.functions(grid)
         return np.kron(phi, np.eye(m))
 
@@ -202,7 +144,7 @@ class PiecewiseConstant(AbstractBasis):
 
     def __init__(self, breakpoints: Any, *, sample: str = "midpoint"):
         self.breakpoints = _points_arg("breakpoints", breakpoints, 2)
-        self.sample = _check_sample(sample)
+        self.sample = choice(sample, "sample", _SAMPLES)
 
     def evaluate(self, t, t0, tf):
         s = _resolve_points("breakpoints", self.breakpoints, t0, tf)
@@ -240,7 +182,7 @@ class Hat(AbstractBasis):
 
     def __init__(self, nodes: Any, *, sample: str = "midpoint"):
         self.nodes = _points_arg("nodes", nodes, 2)
-        self.sample = _check_sample(sample)
+        self.sample = choice(sample, "sample", _SAMPLES)
 
     def evaluate(self, t, t0, tf):
         s = _resolve_points("nodes", self.nodes, t0, tf)
@@ -267,8 +209,8 @@ class _AbstractPolynomial(AbstractBasis):
     sample: str = "midpoint"
 
     def __init__(self, degree: Any, *, sample: str = "midpoint"):
-        self.degree = _int_arg("degree", degree, 0)
-        self.sample = _check_sample(sample)
+        self.degree = positive_int("degree", degree, 0)
+        self.sample = choice(sample, "sample", _SAMPLES)
 
     def evaluate(self, t, t0, tf):
         return type(self)._vander(_unit(t, t0, tf), self.degree)
@@ -316,9 +258,9 @@ class BSpline(AbstractBasis):
     sample: str = "midpoint"
 
     def __init__(self, degree: Any, knots: Any, *, sample: str = "midpoint"):
-        self.degree = _int_arg("degree", degree, 0)
+        self.degree = positive_int("degree", degree, 0)
         self.knots = _points_arg("knots", knots, 2)
-        self.sample = _check_sample(sample)
+        self.sample = choice(sample, "sample", _SAMPLES)
 
     def knot_vector(self, t0: float, tf: float) -> np.ndarray:
         """The full clamped knot vector on $[t_0, t_f]$, length $K + 2d + 1$."""
@@ -377,7 +319,7 @@ class Sampled(AbstractBasis):
         )
 
     def matrix(self, grid, control_dim=1):
-        m = _int_arg("control_dim", control_dim, 1)
+        m = positive_int("control_dim", control_dim, 1)
         N = _as_grid(grid).size - 1
         B = self.values.copy()
         if B.shape[0] != N * m:
@@ -419,7 +361,7 @@ def _svd_rank(B: np.ndarray, rtol: float | None) -> tuple[np.ndarray, float, int
     return s, tol, int(np.sum(s > tol))
 
 
-class RankReport(eqx.Module):
+class RankReport(AbstractResult):
     r"""The rank diagnostics of a sampled basis $B$ (Remark 5.13, eqs. (43), (52)).
 
     **Fields:**
@@ -460,31 +402,31 @@ class RankReport(eqx.Module):
         """`rows - rank` = dim ker B^T."""
         return self.rows - self.rank
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary."""
+    @property
+    def result(self) -> RESULTS:
+        """Always `completed` (read `rank_deficient`)."""
+        return RESULTS.completed
+
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
         return dict(
             basis=self.basis,
             rows=self.rows,
             columns=self.columns,
-            singular_values=[float(v) for v in self.singular_values],
+            singular_values=self.singular_values,
             tolerance=self.tolerance,
             rank=self.rank,
-            condition_number=_json_float(self.condition_number),
+            condition_number=self.condition_number,
             rank_deficient=self.rank_deficient,
             invisible_dimension=self.invisible_dimension,
         )
 
-    def __repr__(self) -> str:
+    def _summary(self) -> str:
         flag = "RANK DEFICIENT" if self.rank_deficient else "full column rank"
         return (
-            f"RankReport({self.basis}: B is {self.rows}x{self.columns}, rank {self.rank} "
-            f"({flag}), cond {self.condition_number:.3g}, "
-            f"dim ker B^T = {self.invisible_dimension})"
+            f"{self.basis}: B is {self.rows}x{self.columns}, rank {self.rank} ({flag}), "
+            f"cond {format_number(self.condition_number, '.3g')}, dim ker B^T = "
+            f"{self.invisible_dimension}"
         )
-
-
-def _json_float(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "nan")
 
 
 def rank_report(
@@ -506,8 +448,8 @@ def rank_report(
     """
     if isinstance(grid, Shooting):
         control_dim = grid.control_dim
-    if rtol is not None and not (isinstance(rtol, int | float) and 0 < rtol < 1):
-        raise ValueError(f"`rtol` must be a number in (0, 1); got {rtol!r}.")
+    if rtol is not None:
+        rtol = fraction(rtol, "rtol")
     B = basis_matrix(basis, grid, control_dim)
     s, tol, rank = _svd_rank(B, rtol)
     smin = float(s[-1]) if s.size else 0.0
@@ -521,308 +463,4 @@ def rank_report(
         tolerance=float(tol),
         rank=rank,
         condition_number=cond,
-    )
-
-
-# --------------------------------------------------------- parameterization
-class Parameterized(AbstractScheme):
-    r"""The one-step map of a parameterized problem $(Q^N_C)$ (eq. (41)): one step
-    over the whole horizon $[t_0, t_f]$ with the $p$ coefficients $C$ as control,
-
-    $$\Phi_B(x_0, C, t_f - t_0) = x_N(U), \qquad U = B C,$$
-
-    i.e. the whole inner shooting ($x_{k+1} = \Phi(x_k, u_k, h_k)$ on the inner
-    grid) run with the controls $U = BC$. Built by
-    [`parameterize`][flow.controls.parameterize]; not used on its own.
-
-    **Fields:** `shooting` (the inner [`Shooting`][flow.Shooting]), `matrix` ($B$,
-    `(N*m, p)`), `basis` (its label).
-    """
-
-    order: ClassVar[int] = 0
-    name: ClassVar[str] = "parameterized"
-    shooting: Shooting
-    matrix: Float[Array, "Nm p"]
-    basis: str = eqx.field(static=True)
-
-    def controls(self, C: Any) -> Float[Array, "N m"]:
-        r"""$U = BC$ reshaped to `(N, m)`; `C` of shape `(1, p)` or `(p,)`."""
-        C = jnp.asarray(C)
-        return (self.matrix @ C.reshape(-1)).reshape(self.shooting.control_shape)
-
-    def step(self, f, x, u, h):
-        del f, h  # the inner scheme integrates the inner problem's dynamics
-        inner = self.shooting
-        U = self.controls(u)
-
-        def body(y, inp):
-            uk, hk = inp
-            return inner.scheme.step(inner.problem.augmented_dynamics, y, uk, hk), None
-
-        body = jax.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable)
-        xN, _ = jax.lax.scan(body, x, (U, inner.steps))
-        return xN
-
-
-def parameterize(shooting: Shooting, basis: Any) -> Shooting:
-    r"""The parameterized problem $(Q^N_C)$, eq. (41): minimise
-    $E^N(C) = E(x_N(U(C)))$ with $U = BC$, as a [`Shooting`][flow.Shooting].
-
-    The result is an ordinary `Shooting` with **one interval** $[t_0, t_f]$ and
-    control dimension $p$: its one-step map is [`Parameterized`][flow.controls.Parameterized]
-    (the whole inner shooting with $U = BC$). So `flow.descend`,
-    `flow.gradient_flow`, `stability.equilibrium`, `stability.spectrum`,
-    `stability.analyze` and every `Shooting` method work on it unchanged:
-
-    - controls are $C$ with shape `(1, p)` (`zeros()`, `check_controls`);
-    - `cost(C)` $= E^N(BC)$; `gradient(C)` $= B^T\nabla_U E^N$ (eq. (43)) by
-      autodiff, the adjoint, or finite differences; `hessian_vector_product`
-      and `hessian` ($B^T\nabla^2_U E^N B$, `(p, p)`) are in $C$;
-    - `steps` is $[t_f - t_0]$, so the Hamiltonian metric and the Hamiltonian
-      residual (`descend`'s default `stop_on`) are $\nabla_C E^N/(t_f - t_0)$, a
-      scaled gradient, *not* $\max_k|\partial_u H|$: use
-      [`spurious_check`][flow.controls.spurious_check] for the Hamiltonian
-      condition of the original problem, and [`l2_metric`][flow.controls.l2_metric]
-      for the $L^2$ metric in $C$;
-    - `costates` are those of the one big step ($\nabla E(x_N)$ only).
-
-    Use [`expand`][flow.controls.expand] for $U = BC$ on the original grid and
-    [`original`][flow.controls.original] for the inner `Shooting`.
-
-    **Arguments:** `shooting`, a [`Shooting`][flow.Shooting] (not itself
-    parameterized); `basis`, an [`AbstractBasis`][flow.controls.AbstractBasis] or
-    a matrix of shape `(N*m, p)` in the module's ordering.
-
-    **Raises:** `TypeError` for a wrong type; `ValueError` when $B$ does not have
-    $Nm$ rows for this grid or is not finite.
-    """
-    if not isinstance(shooting, Shooting):
-        raise TypeError(f"`shooting` must be a flow.Shooting; got {type(shooting).__name__}.")
-    if isinstance(shooting.scheme, Parameterized):
-        raise ValueError(
-            "`shooting` is already parameterized; compose the matrices instead "
-            "(B_total = B_outer @ B_inner) and parameterize the original shooting."
-        )
-    B_np = basis_matrix(basis, shooting, shooting.control_dim)
-    label = basis.label() if isinstance(basis, AbstractBasis) else "matrix"
-    B = jnp.asarray(B_np)
-    p = int(B.shape[1])
-    problem = shooting.problem
-    m = shooting.control_dim
-    B_first = B[:m]
-
-    def reduced_dynamics(x, c):
-        # Only used to validate shapes: the one-step map is the inner shooting.
-        return problem.augmented_dynamics(x, B_first @ c)
-
-    def reduced_endpoint(x):
-        return problem.augmented_endpoint_cost(x)
-
-    reduced = OptimalControlProblem(
-        reduced_dynamics,
-        reduced_endpoint,
-        np.asarray(problem.augmented_x0()),
-        problem.t0,
-        problem.tf,
-        control_dim=p,
-        name=f"{problem.name}|{label}",
-    )
-    scheme = Parameterized(shooting=shooting, matrix=B, basis=label)
-    grid = jnp.asarray([problem.t0, problem.tf], dtype=jnp.float64)
-    return Shooting(problem=reduced, scheme=scheme, grid=grid)
-
-
-def _parameterization(param: Any, name: str = "param") -> Parameterized:
-    if not isinstance(param, Shooting) or not isinstance(param.scheme, Parameterized):
-        raise TypeError(
-            f"`{name}` must be a parameterized Shooting from flow.controls.parameterize; "
-            f"got {param!r}."
-        )
-    return param.scheme
-
-
-def is_parameterized(shooting: Any) -> bool:
-    """True for a `Shooting` made by [`parameterize`][flow.controls.parameterize]."""
-    return isinstance(shooting, Shooting) and isinstance(shooting.scheme, Parameterized)
-
-
-def original(param: Shooting) -> Shooting:
-    """The inner (original) [`Shooting`][flow.Shooting] of a parameterized one."""
-    return _parameterization(param).shooting
-
-
-def expand(param: Shooting, C: Any) -> Float[Array, "N m"]:
-    r"""$U = BC$ on the original grid, shape `(N, m)`; `C` of shape `(1, p)` (a
-    control of `param`) or `(p,)`."""
-    P = _parameterization(param)
-    C = _as_coefficients(param, C)
-    return P.controls(C)
-
-
-def _as_coefficients(param: Shooting, C: Any) -> Array:
-    p = param.control_dim
-    if not hasattr(C, "shape") or not hasattr(C, "dtype"):
-        C = np.asarray(C)
-    if tuple(C.shape) == (p,):
-        C = jnp.asarray(C).reshape(1, p)
-    return param.check_controls(C, "C")
-
-
-def l2_metric(param: Shooting) -> Fixed:
-    r"""The $L^2$ (Hamiltonian) metric in $C$: $M_C = B^T (\mathrm{diag}(h_k)\otimes I_m) B$
-    (the Gram matrix of the sampled basis; with it the flow in $C$ is the $L^2$
-    projection of $-\partial H/\partial U$ onto the span of $B$).
-
-    **Returns:** a [`flow.metrics.Fixed`][flow.metrics.Fixed] metric for `param`.
-
-    **Raises:** `ValueError` when $B$ is rank deficient (the Gram matrix is
-    singular: see [`rank_report`][flow.controls.rank_report]).
-    """
-    P = _parameterization(param)
-    B = np.asarray(P.matrix)
-    _, _, rank = _svd_rank(B, None)
-    if rank < B.shape[1]:
-        raise ValueError(
-            f"`param`: the L2 Gram matrix B^T diag(h) B is not positive definite: B has "
-            f"rank {rank} < p = {B.shape[1]} on this grid (see flow.controls.rank_report)."
-        )
-    m = P.shooting.control_dim
-    w = np.repeat(np.asarray(P.shooting.steps), m)
-    gram = B.T @ (w[:, None] * B)
-    return Fixed(0.5 * (gram + gram.T))
-
-
-# ------------------------------------------------------------ spurious check
-class SpuriousCheck(eqx.Module):
-    r"""Is a stationary point in $C$ (eq. (52)) a stationary point in $U$ ((51))?
-
-    With $g = \nabla_U E^N(BC)$ (eq. (43): $\nabla_C E^N = B^T g$):
-
-    - `gradient_C_norm` $= \|B^T g\|_\infty$; `gradient_U_norm` $= \|g\|_\infty$;
-    - `hamiltonian_norm` $= \max_k |\partial_u H_k|$ of the original problem
-      (Lemma 2; $\nabla_{u_k} E^N / h_k$ for schemes other than Euler);
-    - `visible_fraction` $= \|B^T g\|_2 / (\sigma_{max}(B)\,\|g\|_2) \in [0, 1]$: the
-      part of $g$ the coefficients can see (0 when $g \in \ker B^T$);
-    - `stationary_in_C`: `gradient_C_norm <= tol`; `stationary_in_U`:
-      `hamiltonian_norm <= hamiltonian_tol`;
-    - `spurious`: stationary in $C$ but not in $U$ (Remark 5.13);
-    - `rank`, `rows`: of $B$ (a spurious point needs `rank < rows`);
-    - `cost`: $E^N(BC)$.
-    """
-
-    cost: float
-    gradient_C_norm: float
-    gradient_U_norm: float
-    hamiltonian_norm: float
-    visible_fraction: float
-    tol: float
-    hamiltonian_tol: float
-    rank: int
-    rows: int
-
-    @property
-    def stationary_in_C(self) -> bool:
-        """`gradient_C_norm <= tol`."""
-        return self.gradient_C_norm <= self.tol
-
-    @property
-    def stationary_in_U(self) -> bool:
-        """`hamiltonian_norm <= hamiltonian_tol`."""
-        return self.hamiltonian_norm <= self.hamiltonian_tol
-
-    @property
-    def spurious(self) -> bool:
-        """Stationary in C, not in U."""
-        return self.stationary_in_C and not self.stationary_in_U
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dictionary (fields and the three verdicts)."""
-        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        out.update(
-            stationary_in_C=self.stationary_in_C,
-            stationary_in_U=self.stationary_in_U,
-            spurious=self.spurious,
-        )
-        return out
-
-    def __repr__(self) -> str:
-        verdict = (
-            "SPURIOUS stationary point"
-            if self.spurious
-            else ("stationary" if self.stationary_in_C else "not stationary in C")
-        )
-        return (
-            f"SpuriousCheck({verdict}: |B^T g| = {self.gradient_C_norm:.2e}, "
-            f"|g| = {self.gradient_U_norm:.2e}, max|dH/du| = {self.hamiltonian_norm:.2e})"
-        )
-
-
-def _positive(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-        raise TypeError(f"`{name}` must be a positive number; got {v!r}.")
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"`{name}` must be a positive finite number; got {v!r}.")
-    return float(v)
-
-
-def spurious_check(
-    shooting: Shooting,
-    C: Any,
-    *,
-    basis: Any = None,
-    tol: float = 1e-8,
-    hamiltonian_tol: float = 1e-6,
-) -> SpuriousCheck:
-    r"""Detect a spurious stationary point (Remark 5.13): $\|B^T g\|$ small while
-    $g = \nabla_U E^N$ and $\partial H/\partial u$ are not.
-
-    **Arguments:**
-
-    - `shooting`: a parameterized `Shooting` (from
-      [`parameterize`][flow.controls.parameterize]; then `basis` must be None), or
-      the original `Shooting` together with `basis`;
-    - `C`: coefficients, shape `(1, p)` or `(p,)`;
-    - `tol`: the stationarity tolerance in $C$ on $\|B^T g\|_\infty$;
-    - `hamiltonian_tol`: the tolerance on $\max_k|\partial_u H_k|$ for
-      stationarity in $U$.
-
-    **Returns:** a [`SpuriousCheck`][flow.controls.SpuriousCheck] with both numbers.
-    """
-    tol = _positive("tol", tol)
-    hamiltonian_tol = _positive("hamiltonian_tol", hamiltonian_tol)
-    if is_parameterized(shooting):
-        if basis is not None:
-            raise ValueError("`basis` must be None for a parameterized shooting (it has one).")
-        param = shooting
-    elif isinstance(shooting, Shooting):
-        if basis is None:
-            raise ValueError(
-                "`basis` is required with an unparameterized shooting: "
-                "spurious_check(shooting, C, basis=...)."
-            )
-        param = parameterize(shooting, basis)
-    else:
-        raise TypeError(f"`shooting` must be a flow.Shooting; got {type(shooting).__name__}.")
-    P = param.scheme
-    inner = P.shooting
-    C = _as_coefficients(param, C)
-    U = P.controls(C)
-    g = inner.gradient(U)
-    dH = inner.hamiltonian_gradient(U)
-    B = np.asarray(P.matrix)
-    g_flat = np.asarray(g).reshape(-1)
-    gC = B.T @ g_flat
-    s, _, rank = _svd_rank(B, None)
-    g2 = float(np.linalg.norm(g_flat))
-    visible = float(np.linalg.norm(gC) / (s[0] * g2)) if g2 > 0 and s[0] > 0 else 0.0
-    return SpuriousCheck(
-        cost=float(inner.cost(U)),
-        gradient_C_norm=float(np.max(np.abs(gC))),
-        gradient_U_norm=float(np.max(np.abs(g_flat))),
-        hamiltonian_norm=float(jnp.max(jnp.abs(dH))),
-        visible_fraction=visible,
-        tol=tol,
-        hamiltonian_tol=hamiltonian_tol,
-        rank=rank,
-        rows=int(B.shape[0]),
     )

@@ -1,0 +1,101 @@
+"""Where a problem comes from: a built-in name, a file, or a module (the `--problem`
+of the command line, and `flow.problems.load`)."""
+
+import importlib
+import importlib.util
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._problem import OptimalControlProblem
+from ._problems import BUILTIN, get
+
+
+class ProblemLoadError(ValueError):
+    """[`load`][flow.problems.load] could not produce a problem from the spec; the
+    message says what is wrong (one line)."""
+
+
+def _line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _required_parameters(fn: Callable[..., Any]) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: just call them
+        return []
+    return [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def load(spec: str) -> OptimalControlProblem:
+    """The problem named by `spec`: a built-in name (see `BUILTIN`),
+    `path/to/file.py:object` or `package.module:object`.
+
+    The object may be an [`OptimalControlProblem`][flow.OptimalControlProblem] or a
+    callable with no required arguments that returns one.
+
+    **Raises:** [`ProblemLoadError`][flow.problems.ProblemLoadError] (a `ValueError`)
+    naming what is wrong: an unknown name, a missing file or module, a missing
+    object, a callable with required arguments, or an object of another type.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"`spec` must be a string; got {type(spec).__name__}.")
+    if ":" not in spec:
+        if spec not in BUILTIN:
+            raise ProblemLoadError(
+                f"unknown problem {spec!r}; built-in problems: {', '.join(sorted(BUILTIN))} "
+                f"(or give file.py:object)"
+            )
+        return get(spec)
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise ProblemLoadError(
+            f"problem {spec!r}: expected path/to/file.py:object or module:object"
+        )
+    if where.endswith(".py") or "/" in where:
+        path = Path(where)
+        if not path.is_file():
+            raise ProblemLoadError(f"problem file not found: {where}")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if mod_spec is None or mod_spec.loader is None:  # pragma: no cover
+            raise ProblemLoadError(f"cannot import {where}")
+        module = importlib.util.module_from_spec(mod_spec)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001
+            raise ProblemLoadError(
+                f"importing {where} failed: {type(e).__name__}: {_line(e)}"
+            ) from e
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise ProblemLoadError(f"cannot import module {where!r}: {_line(e)}") from e
+    if not hasattr(module, attr):
+        raise ProblemLoadError(f"{where} has no object named {attr!r}")
+    obj = getattr(module, attr)
+    if not isinstance(obj, OptimalControlProblem) and callable(obj):
+        required = _required_parameters(obj)
+        if required:
+            raise ProblemLoadError(
+                f"{spec} takes required arguments ({', '.join(required)}); expected an "
+                f"OptimalControlProblem or a function with no required arguments returning one"
+            )
+        try:
+            obj = obj()
+        except Exception as e:  # noqa: BLE001
+            raise ProblemLoadError(f"calling {spec} failed: {type(e).__name__}: {_line(e)}") from e
+    if not isinstance(obj, OptimalControlProblem):
+        raise ProblemLoadError(
+            f"{spec} is of type {type(obj).__name__}, expected an OptimalControlProblem "
+            f"or a function returning one"
+        )
+    return obj

@@ -1,0 +1,17 @@
+"""The argument checks shared by `flow`, `stability` and `gradflow`: each returns the
+value in the form a verb uses or raises a `TypeError`/`ValueError` naming the
+argument and what was expected."""
+
+from ._validation import (
+    choice as choice,
+    controls as controls,
+    float64_array as float64_array,
+    fraction as fraction,
+    function as function,
+    instance as instance,
+    optional_positive_float as optional_positive_float,
+    positive_float as positive_float,
+    positive_int as positive_int,
+    real_array as real_array,
+    shooting as shooting,
+)
