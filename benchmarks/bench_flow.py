@@ -37,25 +37,24 @@ repeat when a run takes > 2 s; none when > 15 s, then the steady time is the fir
 minus the compile time JAX reports through `jax.monitoring`). Compile time = first call
 minus steady median.
 
-Part 2, descend overhead. `flow.descend(sh, 0, Hamiltonian(), step=alpha,
-iterations=K)` (no tol; default and `save_iterates=False`) against K bare gradient
+Part 2, descend overhead. `flow.descend(sh, 0, metric=Hamiltonian(), step=alpha,
+max_steps=K)` (no tol; default and `save_iterates=False`) against K bare gradient
 steps U <- U - alpha * grad/h in one jitted `lax.fori_loop`, K = 200, N = 10^3, 10^4,
 10^5 (``--quick``: 10^3); alpha = 0.5 (scalar_regularized) and 2e-5 (van_der_pol,
 below its forward-Euler bound 2/lambda_max ~ 4.5e-5). Target ratio <= 1.2.
 
 Writes tables to stdout and JSON to ``--out`` (default ``benchmarks/results/flow.json``;
-``--quick``: ``benchmarks/results/flow-quick.tmp``, git-ignored). See FLOW.md.
+``--quick``: ``benchmarks/results/flow-quick.tmp``, git-ignored). See README.md.
+Timing, compile-time tracking, the environment record and the JSON writing come from
+`_harness.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -69,9 +68,9 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import optimistix as optx
-import scipy
 import scipy.integrate as si
 import scipy.linalg as sla
+from _harness import CompileTimer, environment, finish, fmt_n, repeat, write_json
 
 import flow
 from flow import metrics, problems
@@ -115,38 +114,26 @@ DESCEND_TARGET = 1.2
 
 # ----------------------------------------------------------------------------- timing
 
-_COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
-_compile_log: dict[str, float] = {}
-
-
-def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
-    if event in _COMPILE_EVENTS:
-        _compile_log[event] = _compile_log.get(event, 0.0) + duration
-
-
-jax.monitoring.register_event_duration_secs_listener(_on_duration)
-
 
 def time_calls(call: Callable[[], Any], *, budget_s: float = 1.0, max_repeats: int = 10) -> dict:
     """First call, then repeats by the policy in the module docstring."""
-    _compile_log.clear()
-    t0 = time.perf_counter()
-    out = call()
-    first = time.perf_counter() - t0
-    monitored = sum(_compile_log.values())
+    last: list[Any] = []
+
+    def keep() -> None:
+        last[:] = [call()]
+
+    with CompileTimer() as ct:
+        t0 = time.perf_counter()
+        keep()
+        first = time.perf_counter() - t0
+    monitored = ct.seconds
     est = first - monitored
     times: list[float] = []
     if est <= NO_REPEAT_ABOVE_S:
         n_min = 1 if est > ONE_REPEAT_ABOVE_S else 3
         n_max = 1 if est > ONE_REPEAT_ABOVE_S else max_repeats
-        while len(times) < n_max and (len(times) < n_min or sum(times) < budget_s):
-            t0 = time.perf_counter()
-            out = call()
-            times.append(time.perf_counter() - t0)
+        times, _ = repeat(keep, min_repeats=n_min, max_repeats=n_max, budget_s=budget_s)
+    out = last[0]
     if times:
         steady, how = statistics.median(times), f"median of {len(times)}"
     else:
@@ -236,21 +223,21 @@ def bench_flow_solver(sh: flow.Shooting, cfg: dict[str, Any]) -> dict[str, Any]:
         sol = flow.gradient_flow(
             sh,
             U0,
-            H,
+            metric=H,
             rtol=rtol,
             atol=atol,
-            until=UNTIL,
+            tol=UNTIL,
             solver=solver,
             max_steps=cfg["max_steps"],
             throw=False,
             **cfg["kw"],
         )
-        jax.block_until_ready(sol.U_final)
+        jax.block_until_ready(sol.U)
         return sol
 
     t = time_calls(call)
     sol = t.pop("out")
-    res = float(np.asarray(sol.hamiltonian_norm)[np.isfinite(np.asarray(sol.tau))][-1])
+    res = float(sol.residual)  # max|grad/h| at the final control (stop_on="hamiltonian")
     steps = int(sol.num_steps)
     return dict(
         side="flow",
@@ -260,7 +247,9 @@ def bench_flow_solver(sh: flow.Shooting, cfg: dict[str, Any]) -> dict[str, Any]:
         atol=atol,
         max_steps=cfg["max_steps"],
         reached=bool(res <= UNTIL),
-        status=sol.message,
+        status=sol.status,
+        message=sol.message,
+        solver=sol.solver,
         steps=steps,
         accepted=int(sol.num_accepted_steps),
         rejected=int(sol.num_rejected_steps),
@@ -269,7 +258,7 @@ def bench_flow_solver(sh: flow.Shooting, cfg: dict[str, Any]) -> dict[str, Any]:
         ms_per_step=1e3 * t["steady_s"] / max(steps, 1),
         loadavg_1min=load,
         **t,
-        _U=sol.U_final,
+        _U=sol.U,
     )
 
 
@@ -460,7 +449,8 @@ def bench_descend(name: str, N: int) -> dict[str, Any]:
 
     def call_descend(save: bool | None) -> Callable[[], Any]:
         def call() -> Any:
-            tr = flow.descend(sh, U0, H, step=alpha, iterations=K, throw=False, save_iterates=save)
+            kw = {} if save is None else {"save_iterates": save}  # None: flow's default
+            tr = flow.descend(sh, U0, metric=H, step=alpha, max_steps=K, throw=False, **kw)
             return jax.block_until_ready(tr)
 
         return call
@@ -483,8 +473,9 @@ def bench_descend(name: str, N: int) -> dict[str, Any]:
         descend_default=td,
         descend_nosave=tn,
         iterates_saved=tr.iterates is not None,
-        status=tr.message,
-        n_iterations=int(tr.n_iterations),
+        status=tr.status,
+        message=tr.message,
+        n_iterations=int(tr.num_steps),
         final_residual=float(tr.hamiltonian_norm[-1]),
         same_iterate_as_bare=float(
             np.max(np.abs(np.asarray(tr.U) - np.asarray(Ub)))
@@ -497,65 +488,7 @@ def bench_descend(name: str, N: int) -> dict[str, Any]:
     return row
 
 
-# ----------------------------------------------------------------------------- environment
-
-
-def _cpu_model() -> str:
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or "unknown"
-    vm = ", VM guest" if "hypervisor" in info.get("flags", "").split() else ""
-    return (
-        f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, "
-        f"model {info.get('model', '?')}{vm})"
-    )
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=HERE, capture_output=True, text=True, timeout=10
-        )  # read-only queries
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def environment() -> dict[str, Any]:
-    import equinox
-    import jaxlib
-
-    return {
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "equinox": equinox.__version__,
-        "diffrax": diffrax.__version__,
-        "optimistix": optx.__version__,
-        "lineax": lx.__version__,
-        "scipy": scipy.__version__,
-        "numpy": np.__version__,
-        "jax_backend": jax.default_backend(),
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "flow_uncommitted_changes": _git("status", "--porcelain", "--", "flow"),
-        "loadavg_start": os.getloadavg(),
-    }
-
-
 # ----------------------------------------------------------------------------- reports
-
-
-def _n(N: int) -> str:
-    e = round(np.log10(N))
-    return f"10^{e}" if 10**e == N else str(N)
 
 
 def _s(x: float | None) -> str:
@@ -569,7 +502,7 @@ def _s(x: float | None) -> str:
 
 
 def print_flow_table(name: str, N: int, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    print(f"\n#### {name}, N = {_n(N)}\n")
+    print(f"\n#### {name}, N = {fmt_n(N)}\n")
     print(
         "| side | method | Jacobian | rtol / atol | reached 1e-8 | steps (rej.) | f calls | "
         "steady s | compile s | ms/step | final residual | tau |"
@@ -618,7 +551,7 @@ def print_descend_table(rows: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['problem']} | {_n(r['N'])} | {r['alpha']:g} | "
+            f"| {r['problem']} | {fmt_n(r['N'])} | {r['alpha']:g} | "
             f"{1e3 * r['bare']['steady_s']:.2f} | {1e3 * r['descend_default']['steady_s']:.2f} | "
             f"{'yes' if r['iterates_saved'] else 'no'} | "
             f"{r['ratio_default']:.2f} | {1e3 * r['descend_nosave']['steady_s']:.2f} | "
@@ -715,7 +648,7 @@ def print_targets(t: dict[str, Any]) -> None:
     print("\n#### targets\n")
     for r in t["nonstiff"]:
         print(
-            f"- non-stiff {r['problem']} N={_n(r['N'])}: Tsit5 {_s(r['tsit5_s'])} s (compile "
+            f"- non-stiff {r['problem']} N={fmt_n(r['N'])}: Tsit5 {_s(r['tsit5_s'])} s (compile "
             f"{_s(r['tsit5_compile_s'])} s) vs best scipy {r['best_scipy']} "
             f"{_s(r['best_scipy_s'])} s: "
             f"ratio {r['ratio']:.2f} -> {'MET' if r['met'] else 'NOT MET'}"
@@ -723,7 +656,7 @@ def print_targets(t: dict[str, Any]) -> None:
     for r in t["stiff"]:
         sp = r["best_scipy"] or "none finished"
         print(
-            f"- stiff {r['problem']} N={_n(r['N'])}: best flow {r['best_flow']} "
+            f"- stiff {r['problem']} N={fmt_n(r['N'])}: best flow {r['best_flow']} "
             f"{_s(r['best_flow_s'])} s; "
             f"best scipy that finished {sp} {_s(r['best_scipy_s'])} s; scipy fastest "
             f"{r['scipy_fastest']} {_s(r['scipy_lower_bound_s'])} s"
@@ -735,7 +668,7 @@ def print_targets(t: dict[str, Any]) -> None:
         )
     for r in t["descend"]:
         print(
-            f"- descend {r['problem']} N={_n(r['N'])}: ratio {r['ratio_default']:.2f} "
+            f"- descend {r['problem']} N={fmt_n(r['N'])}: ratio {r['ratio_default']:.2f} "
             f"(no save {r['ratio_nosave']:.2f}) -> {'MET' if r['met'] else 'NOT MET'}"
         )
 
@@ -763,10 +696,10 @@ def main(argv: list[str] | None = None) -> int:
     out_path = args.out or (DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT)
     Ns = QUICK_NS if args.quick else FULL_NS
     dNs = DESCEND_NS_QUICK if args.quick else DESCEND_NS_FULL
-    env = environment()
     t_start = time.perf_counter()
+    env = environment(("diffrax", "optimistix", "lineax", "scipy"), dirty=("flow",))
     print(
-        f"bench_flow: N = {[_n(N) for N in Ns]}; {env['cpu']}, {env['cpu_count']} cpus; "
+        f"bench_flow: N = {[fmt_n(N) for N in Ns]}; {env['cpu']}, {env['cpu_count']} cpus; "
         f"jax {env['jax']}, diffrax {env['diffrax']}, scipy {env['scipy']}; "
         f"load avg {env['loadavg_start']}",
         flush=True,
@@ -776,7 +709,9 @@ def main(argv: list[str] | None = None) -> int:
         for N in Ns:
             if N > 10**3 and not args.quick:
                 results["lu_s"][str(N)] = time_dense_lu(N)
-                print(f"one dense LU at N = {_n(N)}: {results['lu_s'][str(N)]:.1f} s", flush=True)
+                print(
+                    f"one dense LU at N = {fmt_n(N)}: {results['lu_s'][str(N)]:.1f} s", flush=True
+                )
         for name in PROBLEMS:
             for N in Ns:
                 sh = flow.shoot(problems.get(name), N)
@@ -792,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
                         U_star = U
                     rows.append(r)
                     print(
-                        f"  {name} {_n(N)} flow {r['method']}: {r['status'][:40]}, "
+                        f"  {name} {fmt_n(N)} flow {r['method']}: {r['status'][:40]}, "
                         f"{r['steps']} steps, steady {r['steady_s']:.3f} s, first "
                         f"{r['first_call_s']:.2f} s (load {r['loadavg_1min']:.1f})",
                         flush=True,
@@ -812,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = bench_scipy(P, cfg, cfg.get("cap") or cap)
                     rows.append(r)
                     print(
-                        f"  {name} {_n(N)} scipy {label} ({cfg['jac']}): {r['status']}, "
+                        f"  {name} {fmt_n(N)} scipy {label} ({cfg['jac']}): {r['status']}, "
                         f"{r['steps']} steps, {r['f_calls']} f, steady {r['steady_s']:.3f} s "
                         f"(load {r['loadavg_1min']:.1f})",
                         flush=True,
@@ -845,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
                     r["lower_bound_s"] = nlu * results["lu_s"][str(N)]
                     r["lower_bound_how"] = (
                         f"{nlu} LUs (as at N = 10^3) x {results['lu_s'][str(N)]:.1f} s per LU at "
-                        f"N = {_n(N)}; Jacobians and steps not counted"
+                        f"N = {fmt_n(N)}; Jacobians and steps not counted"
                     )
         for block in results["flow"].values():
             print_flow_table(
@@ -859,17 +794,14 @@ def main(argv: list[str] | None = None) -> int:
             for N in dNs:
                 r = bench_descend(name, N)
                 results["descend"].append(r)
-                print(f"  descend {name} {_n(N)}: ratio {r['ratio_default']:.2f}", flush=True)
+                print(f"  descend {name} {fmt_n(N)}: ratio {r['ratio_default']:.2f}", flush=True)
         print_descend_table(results["descend"])
     if args.only is None:
         results["targets"] = check_targets(results)
         print_targets(results["targets"])
-    env["loadavg_end"] = os.getloadavg()
-    env["wall_s"] = time.perf_counter() - t_start
+    finish(env, t_start)
     print(f"\nwall time {env['wall_s']:.0f} s; load avg at end {env['loadavg_end']}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=1, default=float))
-    print(f"wrote {out_path}")
+    print(f"wrote {write_json(out_path, results)}")
     return 0
 
 

@@ -22,18 +22,14 @@ For N = 10^3 ... 10^6 (``--quick``: 10^3, 10^4) on `scalar_regularized` and
 Nothing timed loops over grid points in Python. Writes a table to stdout and JSON
 to ``--out`` (default ``benchmarks/results/shooting.json``; with ``--quick``
 ``benchmarks/results/shooting-quick.tmp``, git-ignored). See benchmarks/README.md.
+Timing, compile-time tracking, the environment record and the JSON writing come from
+`_harness.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _harness import CompileTimer, environment, finish, fmt_n, repeat, summary, write_json
 
 import flow
 from flow import problems
@@ -77,47 +74,6 @@ AGREE_TOL = 1e-12
 
 # ----------------------------------------------------------------------------- timing
 
-_COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
-_compile_log: dict[str, float] = {}
-
-
-def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
-    if event in _COMPILE_EVENTS:
-        _compile_log[event] = _compile_log.get(event, 0.0) + duration
-
-
-jax.monitoring.register_event_duration_secs_listener(_on_duration)
-
-
-def _minflt() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def _repeat(
-    call: Callable[[], Any], *, min_repeats: int, max_repeats: int, budget_s: float
-) -> tuple[list[float], float]:
-    """Time `call` until `min_repeats` and `budget_s` (or `max_repeats`) are reached."""
-    times: list[float] = []
-    faults0 = _minflt()
-    while len(times) < max_repeats and (len(times) < min_repeats or sum(times) < budget_s):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return times, (_minflt() - faults0) / len(times)
-
-
-def _summary(times: list[float], faults: float) -> dict[str, Any]:
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "repeats": len(times),
-        "minor_faults_per_call": round(faults, 1),
-    }
-
 
 def time_jax(
     fn: Callable[..., Any],
@@ -135,27 +91,27 @@ def time_jax(
     def call() -> Any:
         return jax.block_until_ready(fn(*args))
 
-    _compile_log.clear()
-    t0 = time.perf_counter()
-    out = call()
-    first = time.perf_counter() - t0
-    compiles = [dict(_compile_log)]
+    with CompileTimer() as first_compile:
+        t0 = time.perf_counter()
+        out = call()
+        first = time.perf_counter() - t0
+    compiles = [first_compile]
     for _ in range(warmup):
         call()
-    times, faults = _repeat(
+    times, faults = repeat(
         call, min_repeats=min_repeats, max_repeats=max_repeats, budget_s=budget_s
     )
     for _ in range(compile_repeats - 1):
         jax.clear_caches()
-        _compile_log.clear()
-        call()
-        compiles.append(dict(_compile_log))
-    totals = [sum(c.values()) for c in compiles]
-    res = _summary(times, faults)
+        with CompileTimer() as ct:
+            call()
+        compiles.append(ct)
+    totals = [c.seconds for c in compiles]
+    res = summary(times, faults)
     res.update(
         compile_s=statistics.median(totals),
         compile_samples_s=totals,
-        compile_parts_s={k.rsplit("/", 1)[-1]: v for k, v in compiles[0].items()},
+        compile_parts_s=first_compile.parts,
         first_call_s=first,
         first_minus_steady_s=first - res["median_s"],
     )
@@ -172,9 +128,7 @@ def time_py(
 ) -> dict[str, Any]:
     for _ in range(warmup):
         fn()
-    return _summary(
-        *_repeat(fn, min_repeats=min_repeats, max_repeats=max_repeats, budget_s=budget_s)
-    )
+    return summary(*repeat(fn, min_repeats=min_repeats, max_repeats=max_repeats, budget_s=budget_s))
 
 
 # ----------------------------------------------------------------------------- flow
@@ -325,59 +279,8 @@ def bench_casadi(ca: Any, name: str, N: int, flow_row: dict[str, Any] | None) ->
 # ----------------------------------------------------------------------------- report
 
 
-def _cpu_model() -> str:
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or "unknown"
-    vm = ", VM guest" if "hypervisor" in info.get("flags", "").split() else ""
-    return (
-        f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, "
-        f"model {info.get('model', '?')}{vm})"
-    )
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def environment(casadi_version: str | None) -> dict[str, Any]:
-    import equinox
-    import jaxlib
-
-    return {
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "equinox": equinox.__version__,
-        "numpy": np.__version__,
-        "casadi": casadi_version,
-        "flow": flow.__version__,
-        "jax_backend": jax.default_backend(),
-        "git_commit": _git_commit(),
-        "loadavg_start": os.getloadavg(),
-    }
-
-
 def _ms(x: float) -> str:
     return f"{x * 1e3:9.3f}"
-
-
-def _n(N: int) -> str:
-    return f"1e{round(np.log10(N))}"
 
 
 def print_flow_tables(rows: list[dict[str, Any]]) -> None:
@@ -394,7 +297,7 @@ def print_flow_tables(rows: list[dict[str, Any]]) -> None:
             fd = r["grad_fd"]
             fd_s = _ms(fd["median_s"]) if "median_s" in fd else "  skipped"
             print(
-                f"{_n(r['N']):>5} | {_ms(r['cost']['median_s'])} | "
+                f"{fmt_n(r['N']):>5} | {_ms(r['cost']['median_s'])} | "
                 f"{_ms(r['grad_autodiff']['median_s'])} | {_ms(r['grad_costate']['median_s'])} | "
                 f"{_ms(r['hvp']['median_s'])} | {r['ratio_autodiff_cost']:8.2f} | "
                 f"{r['ratio_costate_cost']:8.2f} | {r['ratio_hvp_cost']:8.2f} | {fd_s}"
@@ -412,11 +315,11 @@ def print_flow_tables(rows: list[dict[str, Any]]) -> None:
                     if "compile_s" in t
                     else "      skipped"
                 )
-            print(f"{_n(r['N']):>5} | " + " | ".join(f"{c:>13}" for c in cells))
+            print(f"{fmt_n(r['N']):>5} | " + " | ".join(f"{c:>13}" for c in cells))
         print(
             "  page faults/call (grad AD, grad CS, HVP):",
             ", ".join(
-                f"{_n(r['N'])}: {r['grad_autodiff']['minor_faults_per_call']:.0f}/"
+                f"{fmt_n(r['N'])}: {r['grad_autodiff']['minor_faults_per_call']:.0f}/"
                 f"{r['grad_costate']['minor_faults_per_call']:.0f}/{r['hvp']['minor_faults_per_call']:.0f}"
                 for r in sel
             ),
@@ -440,7 +343,7 @@ def print_casadi_table(rows: list[dict[str, Any]]) -> None:
         e_g = _ms(e["grad"]["median_s"]) if "grad" in e else "  skipped"
         e_r = f"{r['flow_over_sx_grad']:10.3f}" if "flow_over_sx_grad" in r else "         -"
         print(
-            f"{r['problem']:<18} | {_n(r['N']):>5} | {_ms(r['flow_cost_s'])} | "
+            f"{r['problem']:<18} | {fmt_n(r['N']):>5} | {_ms(r['flow_cost_s'])} | "
             f"{m['cost']['median_s'] * 1e3:7.2f} | {_ms(r['flow_grad_s'])} | "
             f"{_ms(m['grad']['median_s'])} | {r['flow_over_mapaccum_grad']:12.3f} | "
             f"{e_g:>11} | {e_r} | {m['grad_rel_err']:.1e}"
@@ -527,16 +430,16 @@ def main(argv: list[str] | None = None) -> int:
         casadi_msg = f"casadi not importable ({e}); CasADi comparison skipped"
         print(casadi_msg)
     t_start = time.perf_counter()
-    env = environment(None if ca is None else ca.__version__)
+    env = environment(dirty=("flow",), casadi=None if ca is None else ca.__version__)
     print(
-        f"bench_shooting: N = {[_n(N) for N in Ns]}; {env['cpu']}, {env['cpu_count']} cpus; "
+        f"bench_shooting: N = {[fmt_n(N) for N in Ns]}; {env['cpu']}, {env['cpu_count']} cpus; "
         f"jax {env['jax']}, casadi {env['casadi']}; load avg {env['loadavg_start']}"
     )
 
     rows = []
     for name in PROBLEMS:
         for N in Ns:
-            print(f"  flow {name} N={_n(N)} ...", flush=True)
+            print(f"  flow {name} N={fmt_n(N)} ...", flush=True)
             rows.append(bench_flow(name, N))
     floor = [bench_floor(name) for name in PROBLEMS]
     print_flow_tables(rows)
@@ -558,14 +461,13 @@ def main(argv: list[str] | None = None) -> int:
             for N in Ns:
                 if N > CASADI_MAX_N:
                     continue
-                print(f"  casadi {name} N={_n(N)} ...", flush=True)
+                print(f"  casadi {name} N={fmt_n(N)} ...", flush=True)
                 flow_row = next(r for r in rows if r["problem"] == name and r["N"] == N)
                 casadi_rows.append(bench_casadi(ca, name, N, flow_row))
         print_casadi_table(casadi_rows)
     print_targets(targets)
 
-    env["loadavg_end"] = os.getloadavg()
-    env["wall_s"] = time.perf_counter() - t_start
+    finish(env, t_start)
     result = {
         "command": " ".join(["python", "benchmarks/bench_shooting.py", *sys.argv[1:]]),
         "quick": args.quick,
@@ -587,9 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         "casadi": casadi_rows,
         "targets": targets,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nwrote {args.out} ({env['wall_s']:.0f} s)")
+    print(f"\nwrote {write_json(args.out, result)} ({env['wall_s']:.0f} s)")
     return 0
 
 

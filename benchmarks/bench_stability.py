@@ -6,8 +6,9 @@ For `van_der_pol` and `scalar_regularized` (forward Euler, Hamiltonian metric,
 at the optimum found by `stability.equilibrium` from U = 0) it records:
 
 - N = 10^4 and 10^5 (``--quick``: 10^4 only):
-  - `equilibrium`: wall time (first call, with JIT compilation, and second call),
-    iterations, Hessian-vector products, final |grad|_inf;
+  - `equilibrium(sh, stop_on="gradient")` (tol 1e-10 on |grad|_inf, the measure of
+    the published numbers): wall time (first call, with JIT compilation, and second
+    call), iterations, Hessian-vector products, final |grad|_inf;
   - the stiff end (the 6 most negative eigenvalues of J, i.e. the 6 largest of
     Hess E^N / h): `spectrum(..., which="stiff", k=6)`, time (first / second call),
     operator applications, largest residual, how many converged; and, for
@@ -23,25 +24,26 @@ at the optimum found by `stability.equilibrium` from U = 0) it records:
 
 "First call" includes JAX compilation of the kernels for that N; "second call" is
 the steady state. Prints a table and writes Markdown (default
-``benchmarks/STABILITY.md``) with the command, the machine and the numbers.
+``benchmarks/STABILITY.md``; with ``--quick`` ``benchmarks/results/stability-quick.md.tmp``,
+git-ignored) with the command, the machine and the numbers, and with ``--json`` (with
+``--quick`` by default ``benchmarks/results/stability-quick.tmp``) the raw numbers.
+ARPACK runs on the public `stability.Linearization.symmetric_matvec` (negated: the
+operator K = M^-1/2 Hess M^-1/2, whose eigenvalues are those of -J). Timing, the
+environment record and the JSON writing come from `_harness.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import jax
+import jax.numpy as jnp
 import numpy as np
-import scipy
 import scipy.sparse.linalg as spla
+from _harness import RESULTS_DIR, environment, finish, load_text, timed, write_json
 
 import flow
 import stability
@@ -52,24 +54,22 @@ HERE = Path(__file__).resolve().parent
 PROBLEMS = ("van_der_pol", "scalar_regularized")
 
 
-def timed(fn, *args, **kwargs) -> tuple[Any, float]:
-    """(fn(...), wall seconds); the results hold host values (already synchronised)."""
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t
+#: The equilibrium's stopping rule of the published numbers: |grad E^N|_inf <= 1e-10
+#: (the default before `stop_on`; the default now, max|grad/h| <= 1e-10, is stricter
+#: by 1/h and takes 1-2 more Newton steps: van_der_pol 37 vs 36 at N = 10^4).
+EQUILIBRIUM = {"tol": 1e-10, "stop_on": "gradient"}
 
 
 def arpack(lin: stability.Linearization, which: str, k: int, maxiter: int) -> dict[str, Any]:
-    """scipy eigsh on the jitted K = M^-1/2 Hess M^-1/2 (eigenvalues of -J)."""
-    from stability._linearize import _kvp
-    from stability._spectrum import _host_matvec
-
+    """scipy eigsh on the jitted K = M^-1/2 Hess M^-1/2 = -S (eigenvalues of -J),
+    with S `lin.symmetric_matvec`."""
     count = [0]
-    mv = _host_matvec(lin, _kvp)
+    shape = lin.shooting.control_shape
 
     def counted(v):
         count[0] += 1
-        return mv(np.asarray(v).reshape(-1))
+        Kv = -lin.symmetric_matvec(jnp.asarray(np.asarray(v).reshape(shape)))
+        return np.asarray(Kv, dtype=np.float64).reshape(-1)
 
     op = spla.LinearOperator((lin.size, lin.size), matvec=counted, dtype=np.float64)
     t = time.perf_counter()
@@ -90,17 +90,17 @@ def arpack(lin: stability.Linearization, which: str, k: int, maxiter: int) -> di
 def bench_extremal(name: str, N: int, quick: bool) -> dict[str, Any]:
     problem = problems.get(name)
     sh = flow.shoot(problem, N)
-    eq, t_eq1 = timed(stability.equilibrium, sh)
-    _, t_eq2 = timed(stability.equilibrium, sh)
-    lin = stability.linearize(sh, eq, "hamiltonian")
+    eq, t_eq1 = timed(stability.equilibrium, sh, **EQUILIBRIUM)
+    _, t_eq2 = timed(stability.equilibrium, sh, **EQUILIBRIUM)
+    lin = stability.linearize(sh, eq.U, metric="hamiltonian")
     out: dict[str, Any] = {
         "problem": name,
         "N": N,
         "equilibrium": {
             "seconds_first": t_eq1,
             "seconds_second": t_eq2,
-            "iterations": eq.iterations,
-            "n_hvp": eq.n_hvp,
+            "iterations": eq.num_steps,
+            "n_hvp": eq.num_hvp,
             "gradient_norm": eq.gradient_norm,
         },
     }
@@ -109,8 +109,8 @@ def bench_extremal(name: str, N: int, quick: bool) -> dict[str, Any]:
     out["stiff"] = {
         "seconds_first": t1,
         "seconds_second": t2,
-        "products": stiff.n_products,
-        "steps": stiff.steps,
+        "products": stiff.num_hvp,
+        "steps": stiff.num_steps,
         "status": stiff.stiff_status,
         "n_converged": int(stiff.converged.sum()),
         "max_residual": float(stiff.residuals.max()),
@@ -123,8 +123,8 @@ def bench_extremal(name: str, N: int, quick: bool) -> dict[str, Any]:
     out["slow"] = {
         "seconds_first": t1,
         "seconds_second": t2,
-        "products": slow.n_products,
-        "steps": slow.steps,
+        "products": slow.num_hvp,
+        "steps": slow.num_steps,
         "status": slow.slow_status,
         "n_isolated_beyond_cluster": int(slow.slow_isolated.shape[0]),
         "rightmost": slow.slow,
@@ -134,7 +134,7 @@ def bench_extremal(name: str, N: int, quick: bool) -> dict[str, Any]:
     dens, t3 = timed(stability.spectrum, lin, which="slow", k=6, probes=4, density_steps=60)
     out["density"] = {
         "seconds": t3,
-        "products": dens.n_products,
+        "products": dens.num_hvp,
         "probes": dens.density.probes,
         "nodes": int(dens.density.nodes.shape[0]),
         "cluster_weight": None if dens.cluster is None else dens.cluster.weight,
@@ -153,8 +153,8 @@ def bench_extremal(name: str, N: int, quick: bool) -> dict[str, Any]:
 def bench_dense(name: str, N: int) -> dict[str, Any]:
     problem = problems.get(name)
     sh = flow.shoot(problem, N)
-    eq = stability.equilibrium(sh)
-    lin = stability.linearize(sh, eq, "hamiltonian")
+    eq = stability.equilibrium(sh, **EQUILIBRIUM)
+    lin = stability.linearize(sh, eq.U, metric="hamiltonian")
     s, t1 = timed(stability.spectrum, lin, method="dense")
     s, t2 = timed(stability.spectrum, lin, method="dense")
     c = s.cluster
@@ -169,23 +169,8 @@ def bench_dense(name: str, N: int) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average_1_5_15": os.getloadavg(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "backend": jax.default_backend(),
-    }
-
-
 def markdown(results: dict[str, Any], command: str) -> str:
-    m = results["machine"]
+    m = results["environment"]
     lines = [
         "# Stability benchmarks",
         "",
@@ -195,10 +180,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
         command,
         "```",
         "",
-        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, JAX "
-        f"{m['jax']} ({m['backend']}), NumPy {m['numpy']}, SciPy {m['scipy']}; "
-        f"load average at the start {tuple(round(x, 2) for x in m['load_average_1_5_15'])}; "
-        f"OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}; {m['date']}.",
+        f"Machine: {m['cpu_count']} CPUs ({m['cpu']}), {m['platform']}, Python "
+        f"{m['python']}, JAX {m['jax']} ({m['jax_backend']}), NumPy {m['numpy']}, SciPy "
+        f"{m['scipy']}; load average at the start "
+        f"{tuple(round(x, 2) for x in m['loadavg_start'])}; "
+        f"OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}; {m['date_utc']}.",
         "",
         "Forward Euler, Hamiltonian metric (eigenvalues of J = -diag(h)^-1 Hess E^N; the "
         "identity metric only scales them by h), at the optimum found by "
@@ -300,12 +286,33 @@ def markdown(results: dict[str, Any], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 10^4 only")
-    parser.add_argument("--out", default=str(HERE / "STABILITY.md"))
-    parser.add_argument("--json", default=None, help="also write the raw numbers here")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="Markdown output (default benchmarks/STABILITY.md; with --quick "
+        "benchmarks/results/stability-quick.md.tmp)",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="also write the raw numbers here (with --quick, by default "
+        "benchmarks/results/stability-quick.tmp)",
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS_DIR / "stability-quick.md.tmp" if args.quick else HERE / "STABILITY.md"
+    if args.json is None and args.quick:
+        args.json = RESULTS_DIR / "stability-quick.tmp"
     command = "python benchmarks/bench_stability.py" + (" --quick" if args.quick else "")
     Ns = [10_000] if args.quick else [10_000, 100_000]
-    results: dict[str, Any] = {"machine": machine(), "extremal": [], "dense": []}
+    t_start = time.perf_counter()
+    env = environment(
+        ("scipy",),
+        dirty=("flow", "stability"),
+        OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS"),
+    )
+    print(f"bench_stability: N = {Ns}; {env['cpu']}, {env['cpu_count']} cpus; {load_text()}")
+    results: dict[str, Any] = {"environment": env, "extremal": [], "dense": []}
     for name in PROBLEMS:
         for N in Ns:
             r = bench_extremal(name, N, args.quick)
@@ -327,11 +334,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['seconds_second']:.2f}s second",
             flush=True,
         )
+    finish(env, t_start)
     text = markdown(results, command)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} ({env['wall_s']:.0f} s; {load_text()} at the end)")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=float))
+        print(f"wrote {write_json(args.json, results)}")
     return 0
 
 

@@ -12,7 +12,9 @@ write byte-identical PNG and PDF files. `docs/figures.md` says which claim of th
 paper each figure reproduces.
 
 [`generate_all`][figures.generate_all] regenerates every figure; it backs
-`gradflow figures`.
+`gradflow figures`. [`figures.report`][figures.report] draws the figures of a
+`gradflow analyze` report again, from its results document or a
+`stability.StabilityReport`.
 """
 
 from __future__ import annotations

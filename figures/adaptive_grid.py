@@ -66,7 +66,7 @@ def compute(
     study = flow.s_term_study(problem, N, U, tols=tols)
     ash = flow.adaptive_shoot(problem, N, tol=DESCENT_TOL)
     descent = flow.adaptive_descent(
-        ash, iterations=iterations, outer_iterations=outer_iterations, step="armijo"
+        ash, max_steps=iterations, outer_iterations=outer_iterations, step="armijo"
     )
     return dict(study=study, descent=descent, h=float(reference.steps[0]))
 
@@ -187,7 +187,7 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
         if j:
             b.axvline(start, color=c[0], linestyle=":", linewidth=0.9)
         b.text(
-            start + 0.5 * r.iterations,
+            start + 0.5 * r.max_steps,
             3e-15,
             f"outer {j + 1}\n{steps} steps",
             fontsize=7,
@@ -195,7 +195,7 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
             ha="center",
             va="bottom",
         )
-        start += r.iterations
+        start += r.max_steps
     b.set_xlabel(r"descent iteration ($L^2$ metric, Armijo)")
     b.set_ylabel(r"$\max_k|\nabla_{u_k}E|/h_k$")
     b.set_title(r"(b) descent on the adaptive map, tol $= 10^{-6}$")

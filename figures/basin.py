@@ -50,7 +50,7 @@ DAMPINGS_QUICK = (1.0, 0.5)
 STARTS_FULL = 32
 STARTS_QUICK = 2
 #: how the outcomes of stability.basin read on the bars
-OUTCOME_WORDS = {"max_iterations": "did not\nconverge", "max_steps": "did not\nconverge"}
+OUTCOME_WORDS = {"max_steps": "did not\nconverge"}
 
 
 def compute(
@@ -62,7 +62,9 @@ def compute(
     table for the steps `fractions * alpha_max` and the damping factors."""
     sh = flow.shoot(problems.unicycle(), N)
     eq = stability.equilibrium(sh)
-    bound = stability.euler_bound(stability.spectrum(stability.linearize(sh, eq.U, "hamiltonian")))
+    bound = stability.euler_bound(
+        stability.spectrum(stability.linearize(sh, eq.U, metric="hamiltonian"))
+    )
     alpha_max = float(bound.alpha_max)
     table = stability.basin(
         sh,
@@ -72,7 +74,7 @@ def compute(
         seed=SEED,
         spread=SPREAD,
         metric="hamiltonian",
-        iterations=ITERATIONS,
+        max_steps=ITERATIONS,
         tol=TOL,
     )
     return dict(shooting=sh, alpha_max=alpha_max, fractions=fractions, basin=table)
@@ -84,8 +86,8 @@ def _bars(ax, labels, rows, colors) -> None:
     ax.bar(x, frac, width=0.62, color=colors, edgecolor="k", linewidth=0.6, zorder=2)
     for xi, r in zip(x, rows, strict=True):
         lines = [f"{r.converged}/{r.starts}"]
-        if r.median_iterations is not None:
-            lines.append(f"{r.median_iterations:.0f} its")
+        if r.median_steps is not None:
+            lines.append(f"{r.median_steps:.0f} its")
         lines += [
             f"{n} {OUTCOME_WORDS.get(k, k)}"
             for k, n in sorted(r.outcomes.items())

@@ -59,25 +59,27 @@ def compute(N: int, *, compare_all: bool = True) -> dict:
         tr = flow.descend(
             sh,
             U0,
-            metric,
+            metric=metric,
             step=alpha,
-            iterations=ITERATIONS,
+            max_steps=ITERATIONS,
             tol=1e-10,
             save_iterates=True,
             throw=False,
         )
         runs.append(dict(alpha=alpha, trace=tr))
-        tau_end = max(tau_end, float(tr.taus[int(tr.n_iterations)]))
+        tau_end = max(tau_end, float(tr.taus[int(tr.num_steps)]))
     # the minimiser U*: the end of the first converged replay (max|dH/du| <= 1e-10, so
     # E^N there is E* to ~1e-20); alpha_max from the spectrum of J at it
     best = next(r["trace"] for r in runs if r["trace"].success)
-    lin = stability.linearize(sh, best.U, metric)
+    lin = stability.linearize(sh, best.U, metric=metric)
     bound = stability.euler_bound(stability.spectrum(lin))
     taus = np.linspace(0.0, tau_end, 801)
     sol = flow.gradient_flow(
         sh,
         U0,
-        metric,
+        metric=metric,
+        tol=None,
+        solver=diffrax.Tsit5(),
         rtol=1e-10,
         atol=1e-12,
         tau1=float(taus[-1]),
@@ -110,7 +112,7 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
     )
     for i, run in enumerate(d["runs"]):
         tr, alpha = run["trace"], run["alpha"]
-        n = int(tr.n_iterations)
+        n = int(tr.num_steps)
         t_i = np.asarray(tr.taus)[: n + 1]
         c_i = np.asarray(tr.cost)[: n + 1]
         color = _style.COLORS[1] if alpha >= amax else _style.COLORS[(0, 2, 4)[i % 3]]

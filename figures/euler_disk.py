@@ -40,7 +40,7 @@ def compute(N: int) -> dict:
     """The spectrum, the Euler bound and one descent per factor of alpha_max."""
     sh = flow.shoot(problems.get("linear_quadratic"), N)
     eq = stability.equilibrium(sh)
-    spec = stability.spectrum(stability.linearize(sh, eq, "identity"))
+    spec = stability.spectrum(stability.linearize(sh, eq, metric="identity"))
     bound = stability.euler_bound(spec)
     rng = np.random.default_rng(SEED)
     U0 = eq.U + 1e-3 * jnp.asarray(rng.standard_normal(sh.control_shape))
@@ -48,7 +48,7 @@ def compute(N: int) -> dict:
     for f in FACTORS:
         alpha = f * bound.alpha_max
         tr = flow.descend(
-            sh, U0, metrics.Identity(), step=alpha, iterations=5000, tol=1e-10, throw=False
+            sh, U0, metric=metrics.Identity(), step=alpha, max_steps=5000, tol=1e-10, throw=False
         )
         runs.append(dict(factor=f, alpha=alpha, rate=bound.rate(alpha), trace=tr))
     return dict(shooting=sh, spectrum=spec, bound=bound, runs=runs)
@@ -64,9 +64,9 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
         if tr.result == flow.RESULTS.diverged:
             what = f"descend diverged at iteration {int(tr.diverged_at)}"
         elif tr.success:
-            what = f"descend converged in {int(tr.n_iterations)} iterations"
+            what = f"descend converged in {int(tr.num_steps)} iterations"
         else:
-            what = f"descend: {tr.message.split(':')[0]} after {int(tr.n_iterations)}"
+            what = f"descend: {tr.status} after {int(tr.num_steps)}"
         _plots.stability_disk(
             ax,
             spec.eigenvalues,

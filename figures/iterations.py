@@ -56,20 +56,20 @@ def compute(Ns: tuple[int, ...]) -> dict[str, np.ndarray]:
         r0 = float(jnp.max(jnp.abs(sh.hamiltonian_gradient(U0))))
         # Newton first: its end point (quadratic convergence: |grad E^N|_inf far
         # below the 1e-8 h of the stop) is the equilibrium at which J is linearised.
-        newton = flow.descend(sh, U0, metrics.Newton(), step=1.0, iterations=100, tol=TOL)
-        lin = stability.linearize(sh, newton.U, "identity")
+        newton = flow.descend(sh, U0, metric=metrics.Newton(), step=1.0, max_steps=100, tol=TOL)
+        lin = stability.linearize(sh, newton.U, metric="identity")
         spec = stability.spectrum(lin, method="lanczos")
         bound = stability.euler_bound(spec, reduction=TOL / r0)
         h = float(jnp.min(sh.steps))
-        rows["it_newton"].append(int(newton.n_iterations))
+        rows["it_newton"].append(int(newton.num_steps))
         runs = {
             "it_id1": (metrics.Identity(), 1.0, BUDGET_PER_N * N),
             "it_idopt": (metrics.Identity(), bound.alpha_opt, 1000),
             "it_ham": (metrics.Hamiltonian(), 1.0, 1000),
         }
         for key, (metric, step, budget) in runs.items():
-            tr = flow.descend(sh, U0, metric, step=step, iterations=budget, tol=TOL)
-            rows[key].append(int(tr.n_iterations))
+            tr = flow.descend(sh, U0, metric=metric, step=step, max_steps=budget, tol=TOL)
+            rows[key].append(int(tr.num_steps))
         rows["gradient_norm"].append(lin.gradient_norm)
         rows["pred_id1"].append(bound.iterations(1.0))
         rows["pred_idopt"].append(bound.iterations(bound.alpha_opt))

@@ -37,7 +37,7 @@ def compute(Ns: tuple[int, ...]) -> dict[str, stability.MeshStudy]:
     """One `stability.mesh_study` per metric (one problem object, so the kernels
     compile once per N)."""
     problem = problems.scalar_regularized()
-    return {m: stability.mesh_study(problem, list(Ns), m) for m in METRICS}
+    return {m: stability.mesh_study(problem, list(Ns), metric=m) for m in METRICS}
 
 
 def make(out: Path, *, quick: bool = False) -> list[Path]:

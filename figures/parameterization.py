@@ -70,15 +70,15 @@ def _descent(sh: flow.Shooting, basis: controls.AbstractBasis) -> dict:
     trace = flow.descend(
         param,
         param.zeros(),
-        controls.l2_metric(param),
+        metric=controls.l2_metric(param),
         step=1.0,
-        iterations=ITERATIONS,
+        max_steps=ITERATIONS,
         tol=TOL,
         stop_on="gradient",
         save_iterates=True,
         throw=False,
     )
-    n = int(trace.n_iterations)
+    n = int(trace.num_steps)
     inner, P = controls.original(param), param.scheme
     iterates = trace.iterates[: n + 1]
     # max_k |dH/du_k| of the original problem at every iterate U_i = B C_i (Lemma 2)

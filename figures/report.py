@@ -23,11 +23,16 @@ from typing import Any
 import numpy as np
 
 from flow import format_number
+from stability import StabilityReport
 
 from . import _plots, _style
 
 
-def _document(source: Any) -> dict[str, Any]:
+#: What the drawing functions take: a results document or a report.
+Source = Mapping[str, Any] | StabilityReport
+
+
+def _document(source: Source) -> dict[str, Any]:
     """The sections the figures read, from a results document or a report."""
     if isinstance(source, Mapping):
         return dict(source)
@@ -71,7 +76,7 @@ def _figure_step(doc: dict[str, Any]) -> tuple[float, str]:
     return (1.0 / norm if norm else 1.0), "1 / max |μ|: no stable step exists"
 
 
-def spectrum(source: Any, out: str | Path) -> dict[str, Any]:
+def spectrum(source: Source, out: str | Path) -> dict[str, Any]:
     r"""$\alpha\mu$ for the computed eigenvalues $\mu$ of $J$ over the disk
     $|1 + z| < 1$ at the chosen step (hollow grey: at $\alpha_{\max}$, where the
     limiting eigenvalue touches the circle); cluster windows as bars on the real
@@ -128,7 +133,7 @@ def spectrum(source: Any, out: str | Path) -> dict[str, Any]:
     return _entry("spectrum", "Spectrum over the stability disk", caption, paths)
 
 
-def replay(source: Any, out: str | Path) -> dict[str, Any] | None:
+def replay(source: Source, out: str | Path) -> dict[str, Any] | None:
     r"""The replay's $\max_k|\partial_u H_k|$ against the iteration, with the
     predicted $r_0\rho(\alpha)^i$ and the stopping tolerance; None without a
     replay."""
@@ -197,7 +202,7 @@ def replay(source: Any, out: str | Path) -> dict[str, Any] | None:
     return _entry("replay", "Replay against the predicted rate", caption, paths)
 
 
-def equilibrium(source: Any, out: str | Path) -> dict[str, Any]:
+def equilibrium(source: Source, out: str | Path) -> dict[str, Any]:
     r"""The equilibrium's controls $u^*_k$ (piecewise constant) and costates
     $\lambda_k$ (plotted at $t_{k+1}$: $\lambda_k = \partial E^N/\partial x_{k+1}$)."""
     doc = _document(source)
@@ -237,7 +242,7 @@ def _entry(name: str, title: str, caption: str, paths: list[Path]) -> dict[str, 
     }
 
 
-def draw(source: Any, out: str | Path) -> list[dict[str, Any]]:
+def draw(source: Source, out: str | Path) -> list[dict[str, Any]]:
     """Draw every report figure of `source` (a results document or a
     `StabilityReport`) into `out`; returns one entry per figure:
     `{"name", "title", "caption", "png", "pdf"}` (file names relative to `out`)."""

@@ -43,9 +43,9 @@ def _stop_on_gradient(sh: flow.Shooting, tol: float) -> flow.DescentTrace:
     return flow.descend(
         sh,
         sh.zeros(),
-        metrics.Identity(),
+        metric=metrics.Identity(),
         step=flow.HamiltonianStep(0.5),
-        iterations=500,
+        max_steps=500,
         tol=tol,
         stop_on="gradient",
     )
@@ -66,7 +66,7 @@ def compute(Ns: tuple[int, ...]) -> dict[str, np.ndarray]:
             row += [
                 float(jnp.max(jnp.abs(sh.gradient(tr.U)))),
                 float(jnp.max(jnp.abs(sh.hamiltonian_gradient(tr.U)))),
-                int(tr.n_iterations),
+                int(tr.num_steps),
             ]
         rows.append(row)
     r = np.array(rows)

@@ -36,17 +36,17 @@ from ._check import (  # noqa: E402
     probe_control as probe_control,
 )
 from ._compare import Comparison as Comparison, compare as compare  # noqa: E402
+from ._custom_types import RealArrayLike as RealArrayLike  # noqa: E402
 from ._descent import DescentTrace as DescentTrace, descend as descend  # noqa: E402
 from ._encoding import format_number as format_number, to_json as to_json  # noqa: E402
-from ._gradient_flow import (  # noqa: E402
-    FlowSolution as FlowSolution,
-    gradient_flow as gradient_flow,
-    vector_field as vector_field,
-)
+from ._flow_phases import vector_field as vector_field  # noqa: E402
+from ._flow_solution import FlowSolution as FlowSolution  # noqa: E402
+from ._gradient_flow import gradient_flow as gradient_flow  # noqa: E402
 from ._parameterize import parameterize as parameterize  # noqa: E402
 from ._problem import OptimalControlProblem as OptimalControlProblem  # noqa: E402
 from ._results import (  # noqa: E402
     RESULTS as RESULTS,
+    AbstractRecord as AbstractRecord,
     AbstractResult as AbstractResult,
     ConvergenceError as ConvergenceError,
     DivergenceError as DivergenceError,

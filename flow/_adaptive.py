@@ -42,9 +42,10 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ._bases import PiecewiseConstant
+from ._custom_types import RealArrayLike
 from ._parameterize import parameterize
 from ._problem import OptimalControlProblem
-from ._results import RESULTS, AbstractResult
+from ._results import AbstractRecord
 from ._schemes import AbstractScheme
 from ._shooting import AbstractShooting, Shooting, shoot
 from ._validation import instance, positive_float, positive_int
@@ -84,7 +85,7 @@ def _check_solver(solver: Any) -> diffrax.AbstractERK:
 
 
 # ------------------------------------------------------------ the map
-class AdaptiveGrid(AbstractResult):
+class AdaptiveGrid(AbstractRecord):
     r"""The integration grid $\pi(U)$ chosen by the adaptive solve.
 
     **Fields:** `times` (all accepted step times, $t_0$ first, increasing),
@@ -101,11 +102,6 @@ class AdaptiveGrid(AbstractResult):
     def num_steps(self) -> int:
         """The number of accepted steps (len(times) - 1)."""
         return int(self.times.size - 1)
-
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed`."""
-        return RESULTS.completed
 
     def _record(self, include_arrays: bool) -> dict[str, Any]:
         return dict(
@@ -219,10 +215,10 @@ class AdaptiveShooting(AbstractShooting):
 
 def adaptive_shoot(
     problem: OptimalControlProblem,
-    N_or_grid: Any,
+    N_or_grid: int | RealArrayLike,
     *,
     tol: float,
-    solver: Any = None,
+    solver: diffrax.AbstractERK | None = None,
     max_steps: int = 512,
 ) -> AdaptiveShooting:
     r"""The adaptive shooting map of `problem` (eqs. (57), (58)).

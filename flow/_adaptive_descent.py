@@ -6,7 +6,7 @@ map), in the $L^2$ (Hamiltonian) metric of the reference grid."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -14,15 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._adaptive import AdaptiveShooting, _solve, frozen_grid
+from ._custom_types import RealArrayLike
 from ._descent import descend
 from ._encoding import format_number
-from ._results import RESULTS, AbstractResult
+from ._results import AbstractRecord
 from ._s_term import FD_DELTA, _central_pair, _fd_result, _inf, full_gradient
 from ._steps import Armijo, Constant
 from ._validation import choice, instance, positive_float, positive_int
 
 
-class AdaptiveDescent(AbstractResult):
+class AdaptiveDescent(AbstractRecord):
     r"""Descent on the adaptive map with the grid re-chosen at every iterate
     ("inside"), against descent with the grid fixed per outer iteration ("fixed").
 
@@ -61,11 +62,6 @@ class AdaptiveDescent(AbstractResult):
     fixed_true_residual: float
 
     @property
-    def result(self) -> RESULTS:
-        """Always `completed` (both runs take every step: no tolerance)."""
-        return RESULTS.completed
-
-    @property
     def inside_final(self) -> float:
         """The last residual of the adaptive-inside run."""
         return float(self.inside_residual[-1])
@@ -98,11 +94,11 @@ def _accepted_counts(ash: AdaptiveShooting, Us):
 
 def adaptive_descent(
     ash: AdaptiveShooting,
-    U0: Any = None,
+    U0: RealArrayLike | None = None,
     *,
     max_steps: int = 200,
     outer_iterations: int = 3,
-    step: Literal["armijo", "constant"] = "armijo",
+    step: str = "armijo",
     alpha0: float = 1.0,
     max_backtracks: int = 30,
     delta: float = FD_DELTA,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._results import RESULTS, AbstractResult
 from ._shooting import Shooting
@@ -151,7 +152,7 @@ def _continuous_adjoint(sh: Shooting, U, solver, rtol, atol, ode_max_steps: int)
 
 def continuous_adjoint_gradient(
     shooting: Shooting,
-    U: Any,
+    U: RealArrayLike,
     *,
     rtol: float,
     atol: float,

@@ -34,9 +34,10 @@ import numpy.polynomial.legendre as npleg
 import scipy.interpolate
 from jaxtyping import Float
 
+from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._grid import uniform_grid
-from ._results import RESULTS, AbstractResult
+from ._results import AbstractRecord
 from ._shooting import Shooting
 from ._validation import choice, fraction, increasing_times, positive_int, spanning
 
@@ -114,7 +115,7 @@ class AbstractBasis(eqx.Module):
     def matrix(self, grid: Any, control_dim: int = 1) -> Float[np.ndarray, "Nm p"]:
         r"""$B = \Phi \otimes I_m$, shape `(N*m, q*m)`: the sampled basis in the
         ordering of the module docstring (`U.reshape(-1) = B @ C.reshape(-1)`)."""
-        m = positive_int("control_dim", control_dim, 1)
+        m = positive_int(control_dim, "control_dim", minimum=1)
         phi = self.functions(grid)
         return np.kron(phi, np.eye(m))
 
@@ -209,7 +210,7 @@ class _AbstractPolynomial(AbstractBasis):
     sample: str = "midpoint"
 
     def __init__(self, degree: Any, *, sample: str = "midpoint"):
-        self.degree = positive_int("degree", degree, 0)
+        self.degree = positive_int(degree, "degree", minimum=0)
         self.sample = choice(sample, "sample", _SAMPLES)
 
     def evaluate(self, t, t0, tf):
@@ -258,7 +259,7 @@ class BSpline(AbstractBasis):
     sample: str = "midpoint"
 
     def __init__(self, degree: Any, knots: Any, *, sample: str = "midpoint"):
-        self.degree = positive_int("degree", degree, 0)
+        self.degree = positive_int(degree, "degree", minimum=0)
         self.knots = _points_arg("knots", knots, 2)
         self.sample = choice(sample, "sample", _SAMPLES)
 
@@ -319,7 +320,7 @@ class Sampled(AbstractBasis):
         )
 
     def matrix(self, grid, control_dim=1):
-        m = positive_int("control_dim", control_dim, 1)
+        m = positive_int(control_dim, "control_dim", minimum=1)
         N = _as_grid(grid).size - 1
         B = self.values.copy()
         if B.shape[0] != N * m:
@@ -333,7 +334,11 @@ class Sampled(AbstractBasis):
         return f"{self.title}({self.shape[0]}x{self.shape[1]})"
 
 
-def basis_matrix(basis: Any, grid: Any, control_dim: int = 1) -> Float[np.ndarray, "Nm p"]:
+def basis_matrix(
+    basis: "AbstractBasis | RealArrayLike",
+    grid: Shooting | RealArrayLike,
+    control_dim: int = 1,
+) -> Float[np.ndarray, "Nm p"]:
     r"""$B$ of shape `(N*m, p)` for a basis (an [`AbstractBasis`][]) or a raw matrix
     on `grid` (a [`Shooting`][flow.Shooting] or N+1 times).
 
@@ -361,7 +366,7 @@ def _svd_rank(B: np.ndarray, rtol: float | None) -> tuple[np.ndarray, float, int
     return s, tol, int(np.sum(s > tol))
 
 
-class RankReport(AbstractResult):
+class RankReport(AbstractRecord):
     r"""The rank diagnostics of a sampled basis $B$ (Remark 5.13, eqs. (43), (52)).
 
     **Fields:**
@@ -402,11 +407,6 @@ class RankReport(AbstractResult):
         """`rows - rank` = dim ker B^T."""
         return self.rows - self.rank
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed` (read `rank_deficient`)."""
-        return RESULTS.completed
-
     def _record(self, include_arrays: bool) -> dict[str, Any]:
         return dict(
             basis=self.basis,
@@ -430,7 +430,11 @@ class RankReport(AbstractResult):
 
 
 def rank_report(
-    basis: Any, grid: Any, *, control_dim: int = 1, rtol: float | None = None
+    basis: "AbstractBasis | RealArrayLike",
+    grid: Shooting | RealArrayLike,
+    *,
+    control_dim: int = 1,
+    rtol: float | None = None,
 ) -> RankReport:
     r"""Singular values, numerical rank and condition number of $B = \partial U/\partial C$
     (eq. (43)) for `basis` sampled on `grid`.

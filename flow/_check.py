@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._custom_types import RealArrayLike
 from ._encoding import format_number
-from ._results import RESULTS, AbstractResult
+from ._results import AbstractRecord
 from ._shooting import Shooting
 from ._validation import instance
 
@@ -25,7 +24,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return diff / scale if scale > 0 else diff
 
 
-class GradientCheck(AbstractResult):
+class GradientCheck(AbstractRecord):
     r"""Result of [`check_gradients`][]: how well the gradient routes agree.
 
     All differences are inf-norm relative to the autodiff gradient:
@@ -49,14 +48,6 @@ class GradientCheck(AbstractResult):
     fd_vs_autodiff: float | None
     lemma2: float
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed` (a check that ran; read the differences)."""
-        return RESULTS.completed
-
-    def _record(self, include_arrays: bool) -> dict[str, Any]:
-        return self._fields()
-
     def _summary(self) -> str:
         return (
             f"{self.problem}, {self.scheme}, N={self.N}: costate "
@@ -74,7 +65,7 @@ def probe_control(shooting: Shooting) -> Float[Array, "N m"]:
     return 0.5 * jnp.sin(jnp.pi * s[:, None] + i[None, :] + 1.0)
 
 
-def check_gradients(shooting: Shooting, U: Any = None) -> GradientCheck:
+def check_gradients(shooting: Shooting, U: RealArrayLike | None = None) -> GradientCheck:
     r"""Compare $\nabla E^N(U)$ by autodiff, costates and finite differences, and
     check Lemma 2, $\nabla E^N = h_k\,\partial_u H$ (eq. (49)).
 

@@ -2,8 +2,6 @@ r"""The discrete iterates (37) against the gradient flow (50) at tau_i = sum of 
 
 from __future__ import annotations
 
-from typing import Any
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,13 +10,13 @@ from jaxtyping import Array, Float
 
 from ._descent import DescentTrace
 from ._encoding import format_number
-from ._gradient_flow import FlowSolution
-from ._results import RESULTS, AbstractResult
+from ._flow_solution import FlowSolution
+from ._results import AbstractRecord
 from ._shooting import AbstractShooting
 from ._validation import instance, optional_positive_float
 
 
-class Comparison(AbstractResult):
+class Comparison(AbstractRecord):
     r"""Result of [`compare`][]: iterate $i$ of the descent against $U(\tau_i)$,
     $\tau_i = \sum_{j<i}\alpha_j$, for the iterates with $\tau_i$ inside the window.
 
@@ -36,14 +34,6 @@ class Comparison(AbstractResult):
     flow_cost: Float[Array, " K"]
     descent_residual: Float[Array, " K"]
     flow_residual: Float[Array, " K"]
-
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed` (a comparison of two finished runs)."""
-        return RESULTS.completed
-
-    def _record(self, include_arrays: bool) -> dict[str, Any]:
-        return self._fields()
 
     def _summary(self) -> str:
         return (

@@ -19,7 +19,7 @@ which extends [`flow.RESULTS`][flow.RESULTS] by the Newton-specific items.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -29,6 +29,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from jaxtyping import Array, Float, Int
 
+from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._results import RESULTS as _BASE_RESULTS, AbstractResult
 from ._shooting import Shooting
@@ -339,11 +340,11 @@ def _initial_unknowns(sh: Shooting, guess: Any) -> Array:
 
 def solve_conditions(
     shooting: Shooting,
-    guess: Any = None,
+    guess: RealArrayLike | ConditionsSolution | tuple | None = None,
     *,
     tol: float = 1e-10,
     max_steps: int = 50,
-    linear_solver: Literal["auto", "dense", "sparse"] = "auto",
+    linear_solver: str = "auto",
     line_search: bool = True,
     throw: bool = True,
 ) -> ConditionsSolution:

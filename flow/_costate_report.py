@@ -14,9 +14,10 @@ from jaxtyping import Array, Float
 from ._adjoint import continuous_adjoint_gradient
 from ._conditions import solve_conditions
 from ._costate_shooting import costate_shooting
-from ._descent import descend
+from ._custom_types import RealArrayLike
+from ._descent import DescentTrace, descend
 from ._encoding import format_number
-from ._results import RESULTS, AbstractResult
+from ._results import AbstractRecord
 from ._shooting import Shooting
 from ._validation import choice, controls, instance, positive_float
 
@@ -24,7 +25,7 @@ from ._validation import choice, controls, instance, positive_float
 _MULTIPLIER_FORMS = ("difference", "quotient")
 
 
-class CostateReport(AbstractResult):
+class CostateReport(AbstractRecord):
     r"""The costates of one problem from every route, from
     [`costate_report`][flow.indirect.costate_report].
 
@@ -94,11 +95,6 @@ class CostateReport(AbstractResult):
         lam = self.direct if form == "difference" else self.steps[:, None] * self.direct
         return sign * lam
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed`; each route's own status is in `route_status`."""
-        return RESULTS.completed
-
     def _record(self, include_arrays: bool) -> dict[str, Any]:
         return dict(
             problem=self.problem,
@@ -156,7 +152,9 @@ class CostateReport(AbstractResult):
         return f"{self.problem}, N={self.N}: max|lam - lam_direct|: {parts}"
 
 
-def direct_optimum(shooting: Shooting, U0: Any = None, *, tol: float = 1e-10):
+def direct_optimum(
+    shooting: Shooting, U0: RealArrayLike | None = None, *, tol: float = 1e-10
+) -> DescentTrace:
     r"""A stationary point of $E^N$ by the direct method alone (flow's own tools):
     Newton-metric descent with an Armijo line search to
     $\max_k|\partial_u H_k| \le 10^{-6}$, then full Newton steps
@@ -176,14 +174,14 @@ def direct_optimum(shooting: Shooting, U0: Any = None, *, tol: float = 1e-10):
 
 def costate_report(
     shooting: Shooting,
-    U: Any = None,
+    U: RealArrayLike | None = None,
     *,
     rtol: float = 1e-10,
     atol: float = 1e-12,
     tol: float = 1e-10,
-    lambda0_guess: Any = None,
+    lambda0_guess: RealArrayLike | None = None,
     control_law: Callable | None = None,
-    conditions_guess: Any = None,
+    conditions_guess: RealArrayLike | tuple | None = None,
 ) -> CostateReport:
     r"""The costates of one problem from every route side by side: the direct
     method's discrete recursion, Newton on the discrete conditions (36), costate

@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import Array, Float, Int
 
 from ._conditions import RESULTS, _from_code
+from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._problem import OptimalControlProblem
 from ._results import AbstractResult
@@ -292,7 +293,7 @@ def _make_control(problem: OptimalControlProblem, control_law: Any, lam0: Array,
 
 def costate_shooting(
     problem: OptimalControlProblem,
-    lambda0_guess: ArrayLike,
+    lambda0_guess: RealArrayLike,
     *,
     rtol: float,
     atol: float,
@@ -303,7 +304,7 @@ def costate_shooting(
     solver: diffrax.AbstractSolver | None = None,
     root_finder: optx.AbstractRootFinder | None = None,
     ode_max_steps: int = 16384,
-    control_guess: ArrayLike | None = None,
+    control_guess: RealArrayLike | None = None,
     throw: bool = True,
 ) -> CostateTrajectory:
     r"""Classic indirect shooting on the continuous necessary conditions (14).

@@ -16,7 +16,8 @@ Costates: TypeAlias = Float[Array, "N n"]
 Grid: TypeAlias = Float[Array, " Np1"]
 Steps: TypeAlias = Float[Array, " N"]
 IntScalar: TypeAlias = Int[Array, ""]
-#: Anything np.asarray turns into a real array: arrays, scalars, nested sequences.
+#: Anything np.asarray turns into a real array: arrays, scalars, nested sequences (the
+#: type of every user-given array argument; `flow.RealArrayLike`).
 RealArrayLike: TypeAlias = ArrayLike | Sequence[Any]
 Real: TypeAlias = float | int
 

@@ -3,7 +3,7 @@ r"""The discrete algorithm (37) replayed: U_{i+1} = U_i - alpha_i M^{-1} grad E^
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._metrics import AbstractMetric, as_metric
 from ._results import RESULTS, AbstractResult
@@ -24,8 +25,6 @@ SAVE_ITERATES_MAX_BYTES = 1024 * 2**20
 
 #: The residuals a tolerance can be measured on (every verb's `stop_on`).
 STOP_ON = ("hamiltonian", "gradient")
-
-StopOn = Literal["hamiltonian", "gradient"]
 
 
 class DescentTrace(AbstractResult):
@@ -161,13 +160,13 @@ def _trend(r: np.ndarray, tol: float) -> str:
 
 def descend(
     shooting: AbstractShooting,
-    U0: ArrayLike,
+    U0: RealArrayLike,
     *,
     metric: AbstractMetric | str = "hamiltonian",
-    step: float | str | AbstractStepRule,
+    step: float | ArrayLike | str | AbstractStepRule,
     max_steps: int = 1000,
-    tol: float | None = None,
-    stop_on: StopOn = "hamiltonian",
+    tol: float | ArrayLike | None = None,
+    stop_on: str = "hamiltonian",
     divergence_factor: float = 1e6,
     save_iterates: bool = False,
     throw: bool = True,

@@ -15,10 +15,11 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._bases import AbstractBasis, _svd_rank, basis_matrix
+from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._metrics import Fixed
 from ._problem import OptimalControlProblem
-from ._results import RESULTS, AbstractResult
+from ._results import AbstractRecord
 from ._schemes import AbstractScheme
 from ._shooting import Shooting
 from ._validation import instance, positive_float
@@ -63,7 +64,7 @@ class Parameterized(AbstractScheme):
         return xN
 
 
-def parameterize(shooting: Shooting, basis: Any) -> Shooting:
+def parameterize(shooting: Shooting, basis: AbstractBasis | RealArrayLike) -> Shooting:
     r"""The parameterized problem $(Q^N_C)$, eq. (41): minimise
     $E^N(C) = E(x_N(U(C)))$ with $U = BC$, as a [`Shooting`][flow.Shooting].
 
@@ -139,7 +140,7 @@ def _parameterization(param: Any, name: str = "param") -> Parameterized:
     return param.scheme
 
 
-def is_parameterized(shooting: Any) -> bool:
+def is_parameterized(shooting: object) -> bool:
     """True for a `Shooting` made by [`parameterize`][flow.controls.parameterize]."""
     return isinstance(shooting, Shooting) and isinstance(shooting.scheme, Parameterized)
 
@@ -149,7 +150,7 @@ def original(param: Shooting) -> Shooting:
     return _parameterization(param).shooting
 
 
-def expand(param: Shooting, C: Any) -> Float[Array, "N m"]:
+def expand(param: Shooting, C: RealArrayLike) -> Float[Array, "N m"]:
     r"""$U = BC$ on the original grid, shape `(N, m)`; `C` of shape `(1, p)` (a
     control of `param`) or `(p,)`."""
     P = _parameterization(param)
@@ -191,7 +192,7 @@ def l2_metric(param: Shooting) -> Fixed:
 
 
 # ------------------------------------------------------------ spurious check
-class SpuriousCheck(AbstractResult):
+class SpuriousCheck(AbstractRecord):
     r"""Is a stationary point in $C$ (eq. (52)) a stationary point in $U$ ((51))?
 
     With $g = \nabla_U E^N(BC)$ (eq. (43): $\nabla_C E^N = B^T g$):
@@ -233,11 +234,6 @@ class SpuriousCheck(AbstractResult):
         """Stationary in C, not in U."""
         return self.stationary_in_C and not self.stationary_in_U
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed` (read `spurious`)."""
-        return RESULTS.completed
-
     def _record(self, include_arrays: bool) -> dict[str, Any]:
         out = self._fields()
         out.update(
@@ -262,9 +258,9 @@ class SpuriousCheck(AbstractResult):
 
 def spurious_check(
     shooting: Shooting,
-    C: Any,
+    C: RealArrayLike,
     *,
-    basis: Any = None,
+    basis: AbstractBasis | RealArrayLike | None = None,
     tol: float = 1e-8,
     hamiltonian_tol: float = 1e-6,
 ) -> SpuriousCheck:

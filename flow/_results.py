@@ -14,14 +14,13 @@ r"""One results vocabulary for every verb of the package.
   [`ConvergenceError`][flow.ConvergenceError]; each carries the failed result.
 """
 
-
 import dataclasses
 from typing import Any, ClassVar
 
 import equinox as eqx
-from equinox import AbstractVar
 import jax
 import numpy as np
+from equinox import AbstractVar
 
 from ._encoding import to_json
 
@@ -58,7 +57,7 @@ SUCCESSES = frozenset({"converged", "completed"})
 DIVERGENCES = frozenset({"diverged", "nonfinite"})
 
 
-def status_of(result: eqx.Enumeration) -> str:
+def status_of(result: Any) -> str:
     """The name of an enumeration item (`"converged"`, ...), for a concrete result;
     `"traced"` under a JAX transformation, `"batched"` for a vmapped result."""
     value = result._value
@@ -165,9 +164,10 @@ class AbstractResult(eqx.Module):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def _record(self, include_arrays: bool) -> dict[str, Any]:
-        """The entries of `to_dict` besides the status (default: none)."""
+        """The entries of `to_dict` besides the status (default: every field but
+        `result`)."""
         del include_arrays
-        return {}
+        return {k: v for k, v in self._fields().items() if k != "result"}
 
     def _summary(self) -> str:
         """The numbers shown by the repr after the status."""
@@ -211,3 +211,13 @@ class AbstractResult(eqx.Module):
         tail = f" {hint}" if hint else ""
         text = self.message.rstrip(".")
         raise kind(f"{verb}: {text}.{tail} Pass throw=False to get the result.", self)
+
+
+class AbstractRecord(AbstractResult):
+    """A result that cannot fail (a check, a table, a bound, a report of numbers):
+    its status is always `completed`, and `to_dict()` holds its fields."""
+
+    @property
+    def result(self) -> RESULTS:
+        """Always `completed` (what it found is in the fields)."""
+        return RESULTS.completed

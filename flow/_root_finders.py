@@ -21,6 +21,15 @@ from jaxtyping import Array
 from ._krylov import EarlyGMRES
 
 
+def _newton_correction(fn, y, args, tags, linear_solver):
+    """`(F(y), J(y)^{-1} F(y), aux, the linear solve's result)`: the Newton correction,
+    with J the Jacobian of the `jax.linearize`d F (matrix-free; lineax solves it)."""
+    fx, lin_fn, aux = jax.linearize(lambda _y: fn(_y, args), y, has_aux=True)
+    jac = lx.FunctionLinearOperator(lin_fn, jax.eval_shape(lambda: y), tags=tags)
+    sol = lx.linear_solve(jac, fx, linear_solver, throw=False)
+    return fx, sol.value, aux, sol.result
+
+
 class _StageNewtonState(eqx.Module):
     diffsize: Array
     diffsize_prev: Array
@@ -60,10 +69,7 @@ class StageNewton(optx.AbstractRootFinder):
 
     def step(self, fn, y, args, options, state, tags):
         del options
-        fx, lin_fn, aux = jax.linearize(lambda _y: fn(_y, args), y, has_aux=True)
-        jac = lx.FunctionLinearOperator(lin_fn, jax.eval_shape(lambda: y), tags=tags)
-        sol = lx.linear_solve(jac, fx, self.linear_solver, throw=False)
-        diff = sol.value
+        _, diff, aux, _ = _newton_correction(fn, y, args, tags, self.linear_solver)
         new_y = jax.tree.map(lambda a, b: a - b, y, diff)
         scale = jax.tree.map(lambda a: self.atol + self.rtol * jnp.abs(a), new_y)
         diffsize = self.norm(jax.tree.map(lambda a, b: a / b, diff, scale))
@@ -121,13 +127,10 @@ class DampedNewton(optx.AbstractRootFinder):
 
     def step(self, fn, y, args, options, state, tags):
         del options
-        fx, lin_fn, aux = jax.linearize(lambda _y: fn(_y, args), y, has_aux=True)
-        jac = lx.FunctionLinearOperator(lin_fn, jax.eval_shape(lambda: y), tags=tags)
-        sol = lx.linear_solve(jac, fx, self.linear_solver, throw=False)
-        diff = sol.value
+        fx, diff, aux, result = _newton_correction(fn, y, args, tags, self.linear_solver)
         new_y = y - self.damping * diff
         new_state = _DampedNewtonState(
-            f=fx, diff=diff, result=optx.RESULTS.promote(sol.result), step=state.step + 1
+            f=fx, diff=diff, result=optx.RESULTS.promote(result), step=state.step + 1
         )
         return new_y, new_state, aux
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -20,10 +21,11 @@ from ._adaptive import (
     uniform_grid,
     value_and_grad,
 )
+from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._finite_differences import central_differences
 from ._problem import OptimalControlProblem
-from ._results import RESULTS, AbstractResult
+from ._results import AbstractRecord
 from ._shooting import AbstractShooting
 from ._validation import instance, positive_float
 
@@ -45,7 +47,7 @@ def _central_pair(sh: AbstractShooting, U: Array, delta: Array):
     return central_differences(f, U, delta), central_differences(f, U, 0.5 * delta)
 
 
-class FDGradient(AbstractResult):
+class FDGradient(AbstractRecord):
     r"""A careful central-difference derivative of a (possibly discontinuous) map.
 
     $D(\delta) = (E(U + \delta e_j) - E(U - \delta e_j))/(2\delta)$ with
@@ -71,14 +73,6 @@ class FDGradient(AbstractResult):
     delta: float
     cost: float
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed`."""
-        return RESULTS.completed
-
-    def _record(self, include_arrays: bool) -> dict[str, Any]:
-        return self._fields()
-
     def _summary(self) -> str:
         return f"{int(np.sum(~self.smooth))} jumps, noise bound {self.noise_bound:.1e}"
 
@@ -99,7 +93,9 @@ def _fd_result(D1, D2, cost: float, delta: float) -> FDGradient:
     )
 
 
-def full_gradient(ash: AdaptiveShooting, U: Any, *, delta: float = FD_DELTA) -> FDGradient:
+def full_gradient(
+    ash: AdaptiveShooting, U: RealArrayLike, *, delta: float = FD_DELTA
+) -> FDGradient:
     r"""The full derivative $d\hat E/dU$ = frozen + S of the adaptive map (59), by
     central differences of $\hat E$ with the grid re-adapted at each evaluation
     (see [`FDGradient`][flow.FDGradient] for the step choice and the noise test).
@@ -118,7 +114,7 @@ def _inf(x) -> float:
     return float(np.max(np.abs(x))) if x.size else 0.0
 
 
-class STerm(AbstractResult):
+class STerm(AbstractRecord):
     r"""The term S of eq. (59) at one control $U$ and one tolerance.
 
     All norms are $\infty$-norms over the components; "full" is the finite-difference
@@ -166,14 +162,6 @@ class STerm(AbstractResult):
     full: np.ndarray
     s: np.ndarray
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed`."""
-        return RESULTS.completed
-
-    def _record(self, include_arrays: bool) -> dict[str, Any]:
-        return self._fields()
-
     def _summary(self) -> str:
         return (
             f"tol={self.tol:.0e}, {self.num_steps} steps, |g|={self.gradient_norm:.2e}, "
@@ -182,7 +170,7 @@ class STerm(AbstractResult):
         )
 
 
-def s_term(ash: AdaptiveShooting, U: Any, *, delta: float = FD_DELTA) -> STerm:
+def s_term(ash: AdaptiveShooting, U: RealArrayLike, *, delta: float = FD_DELTA) -> STerm:
     r"""Measure the term S of (59) at `U`: frozen-grid gradient, full derivative
     (finite differences of the adaptive map), their difference, the same for the
     frozen-grid map (where S must vanish), and a fixed uniform grid's gradient.
@@ -236,15 +224,10 @@ def s_term(ash: AdaptiveShooting, U: Any, *, delta: float = FD_DELTA) -> STerm:
     )
 
 
-class STermStudy(AbstractResult):
+class STermStudy(AbstractRecord):
     """[`s_term`][flow.s_term] at several tolerances (one [`STerm`][flow.STerm] per row)."""
 
     rows: tuple[STerm, ...]
-
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed`."""
-        return RESULTS.completed
 
     def _record(self, include_arrays: bool) -> dict[str, Any]:
         return dict(rows=[r.to_dict(include_arrays=include_arrays) for r in self.rows])
@@ -270,11 +253,11 @@ class STermStudy(AbstractResult):
 
 def s_term_study(
     problem: OptimalControlProblem,
-    N_or_grid: Any,
-    U: Any,
+    N_or_grid: int | RealArrayLike,
+    U: RealArrayLike,
     *,
-    tols: Any,
-    solver: Any = None,
+    tols: RealArrayLike,
+    solver: diffrax.AbstractERK | None = None,
     max_steps: int = 512,
     delta: float = FD_DELTA,
 ) -> STermStudy:

@@ -10,16 +10,15 @@ Indexing follows the paper (eqs. (16), (23), (25)) and DESIGN.md section 2:
 so `lambda_k` belongs to the interval k and equals dE^N/dx_{k+1}.
 """
 
-
 import abc
 import math
 from typing import Any
 
 import equinox as eqx
-from equinox import AbstractVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from equinox import AbstractVar
 from jaxtyping import Array, Float
 
 from ._finite_differences import BALANCED_STEP, central_differences

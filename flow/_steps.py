@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int, PyTree
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PyTree
 
 from ._metrics import MetricSolve
 from ._shooting import AbstractShooting
@@ -271,7 +271,7 @@ class LBFGS(AbstractStepRule):
         return StepUpdate(U - alpha * D, alpha, ok, num_hvp, trials, new_state)
 
 
-def step_rule(step: Any) -> AbstractStepRule:
+def step_rule(step: float | ArrayLike | str | AbstractStepRule) -> AbstractStepRule:
     """A number -> [`Constant`][]; `"hamiltonian"` -> [`HamiltonianStep`][]();
     `"armijo"` -> [`Armijo`][](); `"lbfgs"` -> [`LBFGS`][](); a rule -> itself."""
     if isinstance(step, AbstractStepRule):

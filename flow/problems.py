@@ -8,7 +8,6 @@ description, [`get`][flow.problems.get] looks one up by name, and
 """
 
 from ._loading import ProblemLoadError as ProblemLoadError, load as load
-
 from ._problems import (
     BUILTIN as BUILTIN,
     DEFAULT_LQ as DEFAULT_LQ,

@@ -17,7 +17,11 @@ from ._document import (
     validate_results as validate_results,
 )
 from ._markdown import render_markdown as render_markdown
-from ._run import AnalysisRun as AnalysisRun, ProblemError as ProblemError, run_analysis as run_analysis
+from ._run import (
+    AnalysisRun as AnalysisRun,
+    ProblemError as ProblemError,
+    run_analysis as run_analysis,
+)
 
 
 __version__ = importlib.metadata.version("gradient-flow-analyzer")

@@ -221,7 +221,11 @@ def _print_summary(console: Any, doc: dict[str, Any], out: Path) -> None:
         ("spectrum", "classification", cl["kind"]),
         ("", "stiff end, slow end", f"{g(doc['spectrum']['stiff'])}, {g(doc['spectrum']['slow'])}"),
         ("Euler bound", "alpha_max, alpha_opt", f"{g(eu['alpha_max'])}, {g(eu['alpha_opt'])}"),
-        ("", f"alpha ({doc['step_rule']}), rho(alpha)", f"{g(eu['step'])}, {g(eu['rate_at_step'])}"),
+        (
+            "",
+            f"alpha ({doc['step_rule']}), rho(alpha)",
+            f"{g(eu['step'])}, {g(eu['rate_at_step'])}",
+        ),
         ("", "predicted iterations", g(eu["iterations_at_step"])),
         ("Thm 5.14", f"|grad| <= {tol['tol']:.0e}: |dH/du| <=", f"{tol['tol_over_h']:.1e}"),
         ("", f"|dH/du| <= {tol['tol']:.0e}: |grad| <=", f"{tol['tol_times_h']:.1e}"),
@@ -269,6 +273,9 @@ def _figures(args: argparse.Namespace) -> int:
 
     out = _output_folder(args.out)
     names = tuple(figures.FIGURES)
+    if not names:
+        print("no figures are registered (figures.FIGURES is empty)")
+        return 0
     err = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err

@@ -64,9 +64,18 @@ def validate_results(document: Any) -> list[str]:
 
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
-    out = [f"{e.json_path}: {e.message}" for e in errors]
+    out = [f"{e.json_path}: {e.message}" for e in map(_innermost, errors)]
     out += [f"{path}: {value} is not a JSON number" for path, value in _nonfinite(document, "$")]
     return out
+
+
+def _innermost(error: Any) -> Any:
+    """For an `anyOf` failure, the most relevant error of the alternatives (so that a
+    wrong field of a nullable section is reported at that field)."""
+    while error.context:
+        # the alternative that got furthest into the value is the one meant
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
 
 
 def _nonfinite(value: Any, path: str):

@@ -7,11 +7,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import numpy as np
-from jaxtyping import ArrayLike
 
 import flow
 import stability
@@ -72,9 +71,9 @@ def run_analysis(
     metric: str = "hamiltonian",
     step: float | str | None = "optimal",
     tol: float = 1e-8,
-    stop_on: Literal["hamiltonian", "gradient"] = "hamiltonian",
+    stop_on: str = "hamiltonian",
     max_steps: int = 20_000,
-    U0: ArrayLike | None = None,
+    U0: flow.RealArrayLike | None = None,
     U0_label: str | None = None,
     equivalence_N: Sequence[int] = EQUIVALENCE_N,
     out: str | Path = "gradflow-out",

@@ -3,13 +3,20 @@ r"""One call for the whole analysis of an optimizer on one discretised problem."
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from jaxtyping import ArrayLike
 
 import flow
-from flow import RESULTS, AbstractResult, Shooting, format_number, metrics, validation
+from flow import (
+    RESULTS,
+    AbstractResult,
+    RealArrayLike,
+    Shooting,
+    format_number,
+    metrics,
+    validation,
+)
 
 from ._classify import Classification, classify
 from ._equilibrium import Equilibrium, equilibrium
@@ -28,7 +35,7 @@ RATE_AGREEMENT = 0.1
 STEP_RULES = ("optimal", "hamiltonian", "armijo", "lbfgs", "none")
 
 
-def observed_rate(residuals: Any, *, floor: float) -> float | None:
+def observed_rate(residuals: RealArrayLike, *, floor: float) -> float | None:
     r"""The linear convergence factor of a residual sequence $r_0, r_1, \dots$:
     $\exp$ of the least-squares slope of $\log r_i$ against $i$ over the second half
     of the iterations whose residual is above `floor` (the asymptotic regime,
@@ -239,12 +246,12 @@ def _resolve_step(step, shooting, metric, bound) -> tuple[Any, float | None, str
 
 def analyze(
     shooting: flow.AbstractShooting,
-    U0: ArrayLike | None = None,
+    U0: RealArrayLike | None = None,
     *,
     metric: metrics.AbstractMetric | str = "hamiltonian",
     step: float | str | None = "optimal",
     tol: float = 1e-8,
-    stop_on: Literal["hamiltonian", "gradient"] = "hamiltonian",
+    stop_on: str = "hamiltonian",
     max_steps: int = 20_000,
     equilibrium_tol: float = 1e-10,
     k: int = 6,
@@ -321,9 +328,7 @@ def analyze(
         if alpha is not None and bound.alpha_max is not None:
             predicted = bound.rate(alpha)
         n = int(trace.num_steps)
-        observed = observed_rate(
-            np.asarray(trace.residual[: n + 1]), floor=max(100 * tol, 1e-12)
-        )
+        observed = observed_rate(np.asarray(trace.residual[: n + 1]), floor=max(100 * tol, 1e-12))
         if predicted is not None and observed is not None and 0 < predicted < 1:
             agrees = abs(math.log(observed) - math.log(predicted)) <= RATE_AGREEMENT * abs(
                 math.log(predicted)

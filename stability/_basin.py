@@ -4,8 +4,8 @@ with several damping factors), from the same random initial guesses."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -14,7 +14,7 @@ import numpy as np
 from jaxtyping import ArrayLike
 
 import flow
-from flow import RESULTS, AbstractResult, indirect, metrics, validation
+from flow import RESULTS, AbstractResult, RealArrayLike, indirect, metrics, validation
 from flow.validation import positive_float, positive_int
 
 
@@ -161,16 +161,16 @@ class _Outcomes(AbstractResult):
 def basin(
     shooting: flow.Shooting,
     *,
-    steps: ArrayLike,
-    dampings: ArrayLike = (1.0, 0.5),
+    steps: ArrayLike | Sequence[float],
+    dampings: ArrayLike | Sequence[float] = (1.0, 0.5),
     n_starts: int = 16,
     seed: int = 0,
     spread: float = 1.0,
-    center: ArrayLike | None = None,
-    lambda_starts: ArrayLike | None = None,
+    center: RealArrayLike | None = None,
+    lambda_starts: RealArrayLike | None = None,
     metric: metrics.AbstractMetric | str = "hamiltonian",
     tol: float = 1e-6,
-    stop_on: Literal["hamiltonian", "gradient"] = "hamiltonian",
+    stop_on: str = "hamiltonian",
     max_steps: int = 2000,
     shooting_max_steps: int = 200,
     rtol: float = 1e-9,

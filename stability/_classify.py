@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from flow import RESULTS, AbstractResult
+from flow import AbstractRecord
 from flow.validation import instance, positive_float
 
 from ._spectrum_results import Spectrum
@@ -18,7 +18,7 @@ from ._spectrum_results import Spectrum
 KINDS = ("asymptotically stable", "marginal", "saddle", "unstable")
 
 
-class Classification(AbstractResult):
+class Classification(AbstractRecord):
     r"""The type of an equilibrium, from [`classify`][stability.classify].
 
     **Fields:**
@@ -54,11 +54,6 @@ class Classification(AbstractResult):
     certain: bool
     description: str
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed` (the classification itself is `kind`)."""
-        return RESULTS.completed
-
     def _details(self) -> str:
         return self.description
 
@@ -87,7 +82,7 @@ class Classification(AbstractResult):
         return f"{self.kind}{extra}{doubt}"
 
 
-def classify(spectrum: Any, *, tol: Any = None) -> Classification:
+def classify(spectrum: Spectrum, *, tol: float | None = None) -> Classification:
     r"""Classify the equilibrium whose Jacobian spectrum is `spectrum`.
 
     With $\tau$ = `tol` $\cdot \max_i|\mu_i|$ (default `tol` = the spectrum's

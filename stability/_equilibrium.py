@@ -13,18 +13,19 @@ non-degenerate minimiser (where plain descent crawls).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import Array, Float, Int
 
 from flow import (
     RESULTS,
     AbstractResult,
     AbstractShooting,
+    RealArrayLike,
     Shooting,
     format_number,
     solvers,
@@ -32,7 +33,9 @@ from flow import (
 )
 
 
-StopOn = Literal["hamiltonian", "gradient"]
+# `stop_on` is annotated `str` (not a Literal) on the public verbs: its values are
+# checked by `flow.validation.choice`, which raises a ValueError naming them, where a
+# Literal would give a runtime type checker's TypeError instead.
 _STOP_ON = ("hamiltonian", "gradient")
 
 
@@ -295,10 +298,10 @@ def _result(shooting, tol, stop_on, U, f, g, it, n_hvp, n_rej, status) -> Equili
 
 def equilibrium(
     shooting: AbstractShooting,
-    U0: ArrayLike | None = None,
+    U0: RealArrayLike | None = None,
     *,
     tol: float = 1e-10,
-    stop_on: StopOn = "hamiltonian",
+    stop_on: str = "hamiltonian",
     max_steps: int = 200,
     max_cg_steps: int | None = None,
     initial_radius: float | None = None,
@@ -355,15 +358,15 @@ def equilibrium(
 
 def equilibria(
     shooting: AbstractShooting,
-    starts: ArrayLike,
+    starts: RealArrayLike,
     *,
     tol: float = 1e-10,
-    stop_on: StopOn = "hamiltonian",
+    stop_on: str = "hamiltonian",
     max_steps: int = 200,
     max_cg_steps: int | None = None,
     initial_radius: float | None = None,
     distinct_tol: float = 1e-6,
-    throw: bool = False,
+    throw: bool = True,
 ) -> Equilibria:
     r"""[`equilibrium`][stability.equilibrium] from several starts at once
     (`jax.vmap` of the same trust-region kernel), with the distinct equilibria
@@ -375,9 +378,9 @@ def equilibria(
     reported (label -1).
 
     **Arguments:** `starts`, an array of shape `(S, N, m)`; `throw`: raise
-    [`flow.ConvergenceError`][flow.ConvergenceError] when no start converged
-    (default False: the failed starts are part of the answer); the other arguments
-    as in [`equilibrium`][stability.equilibrium].
+    [`flow.ConvergenceError`][flow.ConvergenceError] when no start converged (the
+    starts that fail while others converge are part of the answer, never raised);
+    the other arguments as in [`equilibrium`][stability.equilibrium].
 
     **Returns:** [`Equilibria`][stability.Equilibria].
     """

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 from jaxtyping import Inexact
 
-from flow import RESULTS, AbstractResult, format_number
+from flow import AbstractRecord, format_number
 from flow.validation import positive_float
 
 from ._spectrum_results import Spectrum
 
 
-class EulerBound(AbstractResult):
+class EulerBound(AbstractRecord):
     r"""Forward-Euler stability of gradient descent at an equilibrium, from
     [`euler_bound`][stability.euler_bound].
 
@@ -57,15 +57,10 @@ class EulerBound(AbstractResult):
     exact: bool
     description: str
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed` (`alpha_max` is None when no step converges)."""
-        return RESULTS.completed
-
     def _details(self) -> str:
         return self.description
 
-    def rate(self, alpha: Any) -> float:
+    def rate(self, alpha: float) -> float:
         r"""$\rho(\alpha) = \max_\mu |1 + \alpha\mu|$ over the non-zero eigenvalues: the
         asymptotic contraction factor per step of descent with step $\alpha$."""
         alpha = positive_float(alpha, "alpha")
@@ -73,13 +68,10 @@ class EulerBound(AbstractResult):
             return 1.0
         return float(np.max(np.abs(1.0 + alpha * self.eigenvalues)))
 
-    def iterations(self, alpha: Any) -> int | None:
+    def iterations(self, alpha: float) -> int | None:
         r"""$\lceil\log(\text{reduction})/\log\rho(\alpha)\rceil$, the predicted number of
         steps to shrink the error by `reduction`; None when $\rho(\alpha) \ge 1$."""
         return _iterations(self.rate(alpha), self.reduction)
-
-    def _record(self, include_arrays: bool) -> dict[str, Any]:
-        return self._fields()
 
     def _summary(self) -> str:
         excl = f", {self.n_excluded} zero eigenvalue(s) excluded" if self.n_excluded else ""
@@ -101,7 +93,9 @@ def _iterations(rho: float, reduction: float) -> int | None:
     return max(1, math.ceil(math.log(reduction) / math.log(rho)))
 
 
-def euler_bound(spectrum: Any, *, reduction: Any = 1e-6, zero_tol: Any = None) -> EulerBound:
+def euler_bound(
+    spectrum: Spectrum, *, reduction: float = 1e-6, zero_tol: float | None = None
+) -> EulerBound:
     r"""Step-size bounds of forward Euler on the flow (50) at an equilibrium.
 
     For the eigenvalues $\mu$ of $J$ (complex allowed), leaving out zeros

@@ -20,9 +20,11 @@ import jax.scipy.linalg as jsl
 import lineax as lx
 from jaxtyping import Array, Float
 
-from flow import AbstractShooting, metrics, to_json, validation
+from flow import AbstractShooting, RealArrayLike, metrics, to_json, validation
 from flow.metrics import as_metric
 from flow.validation import positive_int
+
+from ._equilibrium import Equilibrium
 
 
 #: Largest N*m for which [`Linearization.dense`][stability.Linearization.dense] forms
@@ -272,7 +274,7 @@ def _problem_name(shooting: AbstractShooting) -> str:
 
 def linearize(
     shooting: AbstractShooting,
-    U: Any,
+    U: RealArrayLike | Equilibrium,
     *,
     metric: metrics.AbstractMetric | str = "hamiltonian",
 ) -> Linearization:
@@ -295,8 +297,6 @@ def linearize(
     **Returns:** a [`Linearization`][stability.Linearization] (matrix-free; dense on
     request for small $Nm$).
     """
-    from ._equilibrium import Equilibrium
-
     shooting = validation.shooting(shooting)
     gradient_norm = None
     if isinstance(U, Equilibrium):

@@ -8,7 +8,7 @@ $\alpha_{\max}$ (DESIGN section 2; the paper's section 6.2, eq. (56))."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax.numpy as jnp
@@ -16,7 +16,13 @@ import numpy as np
 from jaxtyping import Float, Int
 
 import flow
-from flow import RESULTS, AbstractResult, OptimalControlProblem, Shooting, format_number, problems
+from flow import (
+    AbstractRecord,
+    OptimalControlProblem,
+    Shooting,
+    format_number,
+    problems,
+)
 from flow.metrics import as_metric
 from flow.validation import positive_float, positive_int
 
@@ -27,7 +33,7 @@ from ._linearize import linearize
 from ._spectrum import spectrum
 
 
-class MeshStudy(AbstractResult):
+class MeshStudy(AbstractRecord):
     r"""The spectrum ends and step bounds against $N$, from [`mesh_study`][
     stability.mesh_study]. Arrays have one entry per $N$ (NaN where a quantity does
     not exist, e.g. `alpha_max` at an unstable equilibrium).
@@ -57,11 +63,6 @@ class MeshStudy(AbstractResult):
     metric: str
     scheme: str
     reduction: float
-
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed`."""
-        return RESULTS.completed
 
     def exponent(self, field: str = "alpha_max") -> float:
         r"""The least-squares slope of $\log|\text{field}|$ against $\log N$ (1 for
@@ -127,15 +128,15 @@ def _transfer(U: np.ndarray, old_grid: np.ndarray, new_grid: np.ndarray) -> np.n
 
 
 def mesh_study(
-    problem: Any,
-    Ns: Any,
+    problem: OptimalControlProblem | str | Callable[[int], OptimalControlProblem | Shooting],
+    Ns: Sequence[int],
     *,
-    metric: Any = "hamiltonian",
-    scheme: Any = None,
-    start: Any = "continuation",
-    tol: Any = 1e-10,
-    k: Any = 6,
-    reduction: Any = 1e-6,
+    metric: flow.metrics.AbstractMetric | str | Callable[[Shooting], Any] = "hamiltonian",
+    scheme: flow.AbstractScheme | None = None,
+    start: str | Callable[[Shooting], Any] = "continuation",
+    tol: float = 1e-10,
+    k: int = 6,
+    reduction: float = 1e-6,
     spectrum_options: dict[str, Any] | None = None,
     equilibrium_options: dict[str, Any] | None = None,
 ) -> MeshStudy:

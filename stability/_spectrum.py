@@ -14,8 +14,6 @@ rightmost (the smallest curvature; it decides stability and the rate).
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -317,20 +315,20 @@ def _arnoldi_path(lin, opts) -> dict:
 
 
 def spectrum(
-    linearization: Any,
+    linearization: Linearization,
     *,
-    k: Any = None,
+    k: int | None = None,
     which: str = "both",
     method: str = "auto",
-    tol: Any = 1e-10,
-    zero_tol: Any = 1e-8,
-    cluster_width: Any = 1e-2,
-    cluster_min_weight: Any = 0.1,
-    max_steps: Any = None,
+    tol: float = 1e-10,
+    zero_tol: float = 1e-8,
+    cluster_width: float = 1e-2,
+    cluster_min_weight: float = 0.1,
+    max_steps: int | None = None,
     resolve_cluster: bool = False,
-    probes: Any = 1,
-    density_steps: Any = None,
-    seed: Any = 0,
+    probes: int = 1,
+    density_steps: int | None = None,
+    seed: int = 0,
 ) -> Spectrum:
     r"""Eigenvalues $\mu$ of the flow's Jacobian $J = -M^{-1}\nabla^2 E^N(U)$
     (DESIGN section 2; the stability of eq. (50), section 5.1).

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from jaxtyping import Bool, Float, Inexact
 
-from flow import RESULTS, AbstractResult, format_number, validation
+from flow import RESULTS, AbstractRecord, AbstractResult, format_number, validation
 
 
-class Cluster(AbstractResult):
+class Cluster(AbstractRecord):
     r"""A window of the spectrum of $J$ that holds a large fraction of it.
 
     **Fields:** `position` (centre, an eigenvalue of $J$), `halfwidth` (the window
@@ -35,14 +35,6 @@ class Cluster(AbstractResult):
         """(position - halfwidth, position + halfwidth)."""
         return (self.position - self.halfwidth, self.position + self.halfwidth)
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed`."""
-        return RESULTS.completed
-
-    def _record(self, include_arrays: bool) -> dict[str, Any]:
-        return self._fields()
-
     def _summary(self) -> str:
         how = "" if self.exact else " est."
         return (
@@ -51,7 +43,7 @@ class Cluster(AbstractResult):
         )
 
 
-class SpectralDensity(AbstractResult):
+class SpectralDensity(AbstractRecord):
     r"""A discrete approximation of the eigenvalue distribution of $J$:
     $\frac{1}{Nm}\sum_i \delta(\mu - \mu_i) \approx \sum_j w_j\,\delta(\mu - \nu_j)$.
 
@@ -70,11 +62,6 @@ class SpectralDensity(AbstractResult):
     num_steps: int
     method: str
 
-    @property
-    def result(self) -> RESULTS:
-        """Always `completed`."""
-        return RESULTS.completed
-
     def cdf(self, x: Any) -> Float[np.ndarray, "..."]:
         r"""The fraction of eigenvalues $\le x$ (a step function)."""
         x = np.asarray(x, dtype=np.float64)
@@ -90,9 +77,6 @@ class SpectralDensity(AbstractResult):
         z = (x[..., None] - self.nodes) / sigma
         dens = np.sum(self.weights * np.exp(-0.5 * z**2), axis=-1) / (sigma * np.sqrt(2 * np.pi))
         return np.asarray(dens)
-
-    def _record(self, include_arrays: bool) -> dict[str, Any]:
-        return self._fields()
 
     def _summary(self) -> str:
         return (

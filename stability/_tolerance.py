@@ -8,9 +8,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
-from flow import AbstractShooting as Shooting
+from flow import AbstractShooting as Shooting, RealArrayLike
 
 
 def _min_step(grid: Any, name: str = "grid") -> Array:
@@ -39,7 +39,9 @@ def _eps(eps: Any, name: str) -> Array:
     return jnp.asarray(eps, dtype=jnp.float64)
 
 
-def hamiltonian_tolerance(eps: Any, grid: Any) -> Float[Array, "..."]:
+def hamiltonian_tolerance(
+    eps: float | ArrayLike, grid: Shooting | RealArrayLike
+) -> Float[Array, "..."]:
     r"""The Hamiltonian tolerance implied by a gradient tolerance (Theorem 5.14):
     $\|\nabla E^N\|_\infty \le \epsilon \Rightarrow \max_k |\partial_u H_k| \le
     \epsilon / \min_k h_k$ (eqs. (54), (55); for Euler, $\nabla_{u_k} E^N = h_k
@@ -53,7 +55,9 @@ def hamiltonian_tolerance(eps: Any, grid: Any) -> Float[Array, "..."]:
     return _eps(eps, "eps") / _min_step(grid)
 
 
-def gradient_tolerance(eps_H: Any, grid: Any) -> Float[Array, "..."]:
+def gradient_tolerance(
+    eps_H: float | ArrayLike, grid: Shooting | RealArrayLike
+) -> Float[Array, "..."]:
     r"""The gradient tolerance that guarantees a Hamiltonian tolerance: stopping at
     $\|\nabla E^N\|_\infty \le \epsilon_H \min_k h_k$ gives $\max_k|\partial_u H_k|
     \le \epsilon_H$ (the inverse of [`hamiltonian_tolerance`][

@@ -67,3 +67,17 @@ def python_branch():
     return flow.OptimalControlProblem(
         f, endpoint_cost, x0=[1.0, 0.0], t0=0.0, tf=1.0, control_dim=1, name="branching"
     )
+
+
+def blow_up():
+    """x' = x^2 + u from x(0) = 1 on [0, 2]: with u = 0 the state blows up at t = 1
+    (finite-time blow-up), so E^N is not finite at U0 = 0."""
+    return flow.OptimalControlProblem(
+        lambda x, u: x**2 + u,
+        lambda x: 0.5 * jnp.sum(x**2),
+        x0=[1.0],
+        t0=0.0,
+        tf=2.0,
+        control_dim=1,
+        name="blow_up",
+    )

@@ -15,7 +15,7 @@ import pytest
 import scipy.integrate
 
 import flow
-from flow import _adaptive as ad, problems
+from flow import problems
 
 
 EPS = np.finfo(np.float64).eps
@@ -24,7 +24,7 @@ TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def ash():
-    return ad.adaptive_shoot(problems.scalar_regularized(), 10, tol=TOL)
+    return flow.adaptive_shoot(problems.scalar_regularized(), 10, tol=TOL)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_s_term_nonzero_for_adaptive_zero_for_fixed_grid(ash, U):
     (step 1e-6) have rounding error ~ eps |E| / delta ~ 1e-10, and the a-priori
     noise bound 100 eps |E| / (delta/2) is ~2e-8. On the frozen (fixed) grid S must
     stay below that bound; on the adaptive grid it must exceed it tenfold."""
-    st = ad.s_term(ash, U)
+    st = flow.s_term(ash, U)
     assert st.discontinuous == 0  # no grid-topology jump inside the stencils at this U
     assert st.fd_noise <= st.fd_noise_bound
     assert st.fixed_s_norm <= st.fd_noise_bound
@@ -102,13 +102,13 @@ def test_s_term_nonzero_for_adaptive_zero_for_fixed_grid(ash, U):
     json.dumps(st.to_dict())
     # a loose tolerance: every interval takes the same two steps for all nearby U
     # (the second step is clipped to the interval's end): a locally fixed grid, S = 0
-    loose = ad.s_term(ad.adaptive_shoot(problems.scalar_regularized(), 10, tol=1e-4), U)
+    loose = flow.s_term(flow.adaptive_shoot(problems.scalar_regularized(), 10, tol=1e-4), U)
     assert loose.num_steps == 20 and loose.s_norm <= loose.fd_noise_bound
 
 
 @pytest.mark.slow
 def test_s_term_decreases_with_tolerance(U):
-    study = ad.s_term_study(problems.scalar_regularized(), 10, U, tols=[1e-6, 1e-7, 1e-8])
+    study = flow.s_term_study(problems.scalar_regularized(), 10, U, tols=[1e-6, 1e-7, 1e-8])
     s = [r.s_norm for r in study.rows]
     assert s[0] > s[1] > s[2] > 0
     for r in study.rows:
@@ -126,14 +126,14 @@ def test_descent_stalls_with_the_grid_inside_and_not_with_it_fixed(ash):
     fails once |g_frozen| ~ |S| (the true slope differs), the residual stalls near
     |S|/h; with the grid fixed per outer iteration it falls to the line search's
     rounding floor (~1e-8)."""
-    r = ad.adaptive_descent(ash, iterations=100, outer_iterations=3)
+    r = flow.adaptive_descent(ash, max_steps=100, outer_iterations=3)
     assert r.inside_failures > 10
     assert r.inside_final > 1e-7
     assert r.fixed_final < 1e-2 * r.inside_final
     assert r.fixed_outer[-1][2] == 0  # no failed line search in the last outer iteration
     # with a constant step both residuals reach rounding, but the adaptive map's true
     # derivative at the limit is S (the floor), the fixed map's is FD noise
-    c = ad.adaptive_descent(ash, iterations=100, outer_iterations=2, step="constant", alpha0=0.7)
+    c = flow.adaptive_descent(ash, max_steps=100, outer_iterations=2, step="constant", alpha0=0.7)
     assert c.inside_final < 1e-12 and c.fixed_final < 1e-12
     assert c.inside_true_residual > 1e-7
     assert c.fixed_true_residual < 1e-8
@@ -143,19 +143,19 @@ def test_descent_stalls_with_the_grid_inside_and_not_with_it_fixed(ash):
 def test_bad_inputs(ash, U):
     P = problems.scalar_regularized()
     with pytest.raises(ValueError, match="`tol`"):
-        ad.adaptive_shoot(P, 10, tol=0.0)
-    with pytest.raises(TypeError, match="`solver`"):
-        ad.adaptive_shoot(P, 10, tol=1e-6, solver=diffrax.Euler())
+        flow.adaptive_shoot(P, 10, tol=0.0)
+    with pytest.raises(TypeError, match="solver"):
+        flow.adaptive_shoot(P, 10, tol=1e-6, solver=diffrax.Euler())
     with pytest.raises(ValueError, match="strictly increasing"):
-        ad.adaptive_shoot(P, [0.0, 0.5, 0.4, 1.0], tol=1e-6)
+        flow.adaptive_shoot(P, [0.0, 0.5, 0.4, 1.0], tol=1e-6)
     with pytest.raises(ValueError, match="`max_steps`"):
-        ad.adaptive_shoot(P, 10, tol=1e-6, max_steps=0)
+        flow.adaptive_shoot(P, 10, tol=1e-6, max_steps=0)
     with pytest.raises(ValueError, match="shape"):
         ash.cost(jnp.zeros((9, 1)))
     with pytest.raises(ValueError, match="`delta`"):
-        ad.s_term(ash, U, delta=-1.0)
+        flow.s_term(ash, U, delta=-1.0)
     with pytest.raises(ValueError, match="`step`"):
-        ad.adaptive_descent(ash, step="newton")
-    tight = ad.adaptive_shoot(P, 10, tol=1e-12, max_steps=4)
+        flow.adaptive_descent(ash, step="newton")
+    tight = flow.adaptive_shoot(P, 10, tol=1e-12, max_steps=4)
     with pytest.raises(Exception, match="max_steps"):
         tight.cost(U)

@@ -8,8 +8,8 @@ import scipy.integrate
 
 import flow
 from flow import problems
-from flow._indirect import solve_conditions
-from stability._basin import Basin, basin
+from flow.indirect import solve_conditions
+from stability import Basin, basin
 
 
 SREG = problems.scalar_regularized()
@@ -30,7 +30,7 @@ def _blows_up(lam0):
 def test_basin_near_the_optimum():
     N = 20
     sh = flow.shoot(SREG, N)
-    U_star = solve_conditions(sh).controls
+    U_star = solve_conditions(sh).U
     # the forward-Euler bound of gradient descent (identity metric) at U*, from the
     # dense Hessian's eigenvalues by numpy: alpha_max = 2 / lambda_max
     alpha_max = 2.0 / np.linalg.eigvalsh(np.asarray(sh.hessian(U_star))).max()
@@ -42,7 +42,8 @@ def test_basin_near_the_optimum():
         seed=3,
         center=U_star,
         spread=1e-3,
-        iterations=400,
+        metric="identity",
+        max_steps=400,
         tol=1e-8,
         conditions=True,
     )
@@ -60,7 +61,7 @@ def test_basin_near_the_optimum():
     # needs more iterations than Newton
     shooting = {r.setting: r for r in b.rows if r.method == "costate shooting"}
     assert shooting[1.0].fraction == 1.0 and shooting[0.5].fraction == 1.0
-    assert shooting[0.5].median_iterations > 2 * shooting[1.0].median_iterations
+    assert shooting[0.5].median_steps > 2 * shooting[1.0].median_steps
     assert b.fractions("Newton on (36)") == {None: 1.0}
     json.dumps(b.to_dict())
     text = b.summary()
@@ -80,7 +81,8 @@ def test_basin_far_costate_guesses():
         dampings=(1.0, 0.5),
         n_starts=8,
         lambda_starts=lam0s,
-        iterations=5,
+        metric="identity",
+        max_steps=5,
         shooting_max_steps=200,
     )
     assert b.lambda_starts == "given"
@@ -120,7 +122,8 @@ def test_basin_damping_widens_the_region_for_the_unicycle():
         dampings=(1.0, 0.5),
         n_starts=32,
         lambda_starts=lam0s,
-        iterations=10,
+        metric="identity",
+        max_steps=10,
     )
     f = b.fractions("costate shooting")
     assert f[0.5] > f[1.0] + 0.2

@@ -6,13 +6,14 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 
 import figures
 import flow
+import gradflow
 import stability
-from stability import _report
-from stability._cli import load_problem, main
+from gradflow._cli import main
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -69,20 +70,21 @@ def test_analyze_json_prints_the_document(tmp_path, capsys):
     captured = capsys.readouterr()
     doc = json.loads(captured.out)  # stdout is pure JSON
     assert doc == json.loads((tmp_path / "results.json").read_text())
-    assert _report.validate(doc) == []
+    assert gradflow.validate_results(doc) == []
     assert doc["scheme"] == "heun" and doc["metric"] == "identity"
     assert doc["step_rule"] == "hamiltonian"
     assert doc["step"] == pytest.approx(50.0, rel=1e-13)  # alpha h = 1 with h = 1/50
-    assert doc["tolerance"]["eps"] == 1e-8
+    assert doc["tolerance"]["tol"] == 1e-8 and doc["tolerance"]["stop_on"] == "hamiltonian"
     assert doc["equivalence"]["scheme"] == "heun"
     # the same settings through the Python API give the same numbers
     problem = flow.problems.get("scalar_regularized")
     report = stability.analyze(
-        flow.shoot(problem, 50, flow.Heun()), metric="identity", step=50.0, eps=1e-8
+        flow.shoot(problem, 50, flow.Heun()), metric="identity", step=50.0, tol=1e-8
     )
     assert doc["euler"]["alpha_max"] == pytest.approx(report.euler.alpha_max, rel=1e-12)
     assert doc["euler"]["rate_at_step"] == pytest.approx(report.predicted_rate, rel=1e-12)
-    assert doc["tolerance"] == pytest.approx(report.tolerance, rel=1e-14)
+    for key in ("tol", "min_step", "tol_over_h", "tol_times_h"):
+        assert doc["tolerance"][key] == pytest.approx(report.tolerance[key], rel=1e-14)
 
 
 def test_problems_lists_builtins(capsys):
@@ -119,7 +121,7 @@ def test_user_problem_file_end_to_end(tmp_path):
         [
             sys.executable,
             "-m",
-            "stability._cli",
+            "gradflow._cli",
             "analyze",
             "--problem",
             f"{USER_FILE}:problem",
@@ -136,8 +138,7 @@ def test_user_problem_file_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "damped_oscillator" in proc.stdout and "Verdict:" in proc.stdout
-    doc = json.loads((tmp_path / "results.json").read_text())
-    assert _report.validate(doc) == []
+    doc = gradflow.load_results(tmp_path / "results.json")
     p = doc["problem"]
     assert (p["name"], p["state_dim"], p["control_dim"], p["running_cost"], p["builtin"]) == (
         "damped_oscillator",
@@ -152,10 +153,59 @@ def test_user_problem_file_end_to_end(tmp_path):
 
 
 def test_load_problem_forms():
-    made = load_problem(f"{USER_FILE}:make")  # a factory with no arguments
+    made = flow.problems.load(f"{USER_FILE}:make")  # a factory with no arguments
     assert isinstance(made, flow.OptimalControlProblem) and made.name == "damped_oscillator"
-    assert load_problem("van_der_pol").name == "van_der_pol"
-    assert load_problem("flow.problems:scalar_mayer").name == "scalar_mayer"  # module:object
+    assert flow.problems.load("van_der_pol").name == "van_der_pol"
+    assert flow.problems.load("flow.problems:scalar_mayer").name == "scalar_mayer"
+    with pytest.raises(flow.problems.ProblemLoadError, match="unknown problem"):
+        flow.problems.load("nope")
+    with pytest.raises(TypeError, match="spec"):
+        flow.problems.load(3)
+
+
+def test_blow_up_problem_exits_2_naming_the_nonfinite_cost(capsys, tmp_path, monkeypatch):
+    """x' = x^2 + u blows up before tf from U0 = 0: one line naming the non-finite cost
+    at U0 and the first grid index whose state is not finite (the index is checked
+    against a numpy Euler recursion, independent of the package)."""
+    monkeypatch.chdir(tmp_path)
+    N = 50
+    h = 2.0 / N
+    x = [np.float64(1.0)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(N):
+            x.append(x[-1] + h * x[-1] ** 2)
+    first = int(np.argmax(~np.isfinite(np.array(x))))
+    assert 0 < first < N + 1
+    assert main(["analyze", "--problem", f"{USER_FILE}:blow_up", "--N", str(N)]) == 2
+    err = capsys.readouterr().err
+    assert _one_line(err), err
+    assert "E^N(U0)" in err and "not finite" in err and f"at k = {first} " in err
+    assert not (tmp_path / "gradflow-out" / "results.json").exists()
+
+
+def test_step_rules_and_start_on_the_command_line(tmp_path, capsys):
+    base = ["analyze", *SMALL, "--out", str(tmp_path), "--json"]
+    # Newton with a line search from a start where a full step is too long
+    assert main([*base, "--metric", "newton", "--step", "armijo", "--U0", "1.5"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["step_rule"] == "armijo" and doc["replay"]["status"] == "converged"
+    assert doc["settings"]["U0"] == "constant 1.5" and doc["step"] is None
+    # a start from a file: the equilibrium found from it is the same minimiser
+    U0 = np.full((50, 1), -0.3)
+    np.save(tmp_path / "u0.npy", U0)
+    assert main([*base, "--U0", str(tmp_path / "u0.npy")]) == 0
+    doc2 = json.loads(capsys.readouterr().out)
+    assert doc2["settings"]["U0"] == str(tmp_path / "u0.npy")
+    assert doc2["equilibrium"]["cost"] == pytest.approx(doc["equilibrium"]["cost"], rel=1e-12)
+    # the identity metric's remedy alpha = 1/h makes no sense for the Hamiltonian metric
+    assert main([*base, "--metric", "hamiltonian", "--step", "hamiltonian"]) == 2
+    err = capsys.readouterr().err
+    assert "identity metric" in err and "alpha = 50" in err and _one_line(err)
+    # a step outside the Euler bound is replayed, with a warning on stderr
+    assert main([*base, "--step", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "outside the forward-Euler bound" in captured.err
+    assert json.loads(captured.out)["warnings"]
 
 
 @pytest.mark.parametrize(
@@ -194,7 +244,10 @@ def test_load_problem_forms():
         (["analyze", "--tol", "0"], "argument --tol"),
         (["analyze", "--tol", "inf"], "argument --tol"),
         (["analyze", "--tol", "tiny"], "argument --tol"),
-        (["analyze", "--iterations", "0"], "argument --iterations"),
+        (["analyze", "--max-steps", "0"], "argument --max-steps"),
+        (["analyze", "--stop-on", "cost"], "argument --stop-on"),
+        (["analyze", "--U0", "nope.npy"], "--U0 nope.npy: no such file"),
+        (["analyze", "--U0", "nan"], "--U0 nan"),
         (["analyze", "--out", str(USER_FILE)], "is not a folder"),
         (["analyze", "--frobnicate"], "unrecognized arguments"),
         (["frobnicate"], "invalid choice"),
@@ -212,7 +265,7 @@ def test_bad_input_exit_code_2_one_line(argv, words, capsys, tmp_path, monkeypat
 
 def test_bad_input_in_a_subprocess():
     proc = subprocess.run(
-        [sys.executable, "-m", "stability._cli", "analyze", "--problem", "nope"],
+        [sys.executable, "-m", "gradflow._cli", "analyze", "--problem", "nope"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,14 +3,20 @@
 import inspect
 import pathlib
 import runpy
+import typing
 
 import pytest
 
 import flow
 import flow.controls
 import flow.indirect
+import flow.metrics
 import flow.problems
+import flow.solvers
+import flow.validation
+import gradflow
 import stability
+from figures import report as report_figures
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -34,12 +40,25 @@ def _public(module):
         obj = getattr(module, name)
         if inspect.ismodule(obj) or not (inspect.isclass(obj) or callable(obj)):
             continue
+        if typing.get_origin(obj) is not None:  # a type alias such as flow.RealArrayLike
+            continue
         yield name, obj
 
 
 @pytest.mark.parametrize(
     "module",
-    [flow, flow.problems, flow.indirect, flow.controls, stability],
+    [
+        flow,
+        flow.problems,
+        flow.indirect,
+        flow.controls,
+        flow.metrics,
+        flow.solvers,
+        flow.validation,
+        stability,
+        gradflow,
+        report_figures,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_every_public_symbol_is_documented(module):
@@ -65,6 +84,14 @@ def test_public_methods_are_documented():
         flow.indirect.CostateReport,
         flow.indirect.CostateTrajectory,
         flow.indirect.ConditionsSolution,
+        flow.indirect.ContinuousAdjoint,
+        flow.AbstractResult,
+        flow.AbstractShooting,
+        flow.DescentTrace,
+        flow.FlowSolution,
+        flow.Comparison,
+        stability.StabilityReport,
+        gradflow.AnalysisRun,
     ):
         for name, member in inspect.getmembers(cls):
             if name.startswith("_") or not (callable(member) or isinstance(member, property)):

@@ -46,14 +46,16 @@ def test_lq_flow_matches_matrix_exponential(metric, rng):
     sol = flow.gradient_flow(
         sh,
         jnp.asarray(U0.reshape(N, m)),
-        metric,
+        metric=metric,
+        tol=None,
+        solver=diffrax.Tsit5(),
         rtol=1e-11,
         atol=1e-13,
         tau1=taus[-1],
         saveat=diffrax.SaveAt(ts=jnp.asarray(taus)),
     )
-    assert sol.result == flow.RESULTS.reached_tau1
-    for tau, U in zip(taus, np.asarray(sol.U), strict=True):
+    assert sol.result == flow.RESULTS.completed
+    for tau, U in zip(taus, np.asarray(sol.Us), strict=True):
         exact = U_star + scipy.linalg.expm(-tau * Minv @ A) @ (U0 - U_star)
         np.testing.assert_allclose(U.reshape(-1), exact, rtol=1e-8, atol=1e-8 * np.abs(exact).max())
 
@@ -65,7 +67,9 @@ def test_compare_shows_first_order():
     fs = flow.gradient_flow(
         sh,
         U0,
-        metrics.Hamiltonian(),
+        metric=metrics.Hamiltonian(),
+        tol=None,
+        solver=diffrax.Tsit5(),
         rtol=1e-12,
         atol=1e-14,
         tau1=3.0,
@@ -76,9 +80,9 @@ def test_compare_shows_first_order():
         tr = flow.descend(
             sh,
             U0,
-            metrics.Hamiltonian(),
+            metric=metrics.Hamiltonian(),
             step=alpha,
-            iterations=int(3.0 / alpha),
+            max_steps=int(3.0 / alpha),
             save_iterates=True,
         )
         comp = flow.compare(tr, fs, tau_max=3.0)
@@ -94,20 +98,33 @@ def test_compare_shows_first_order():
 def test_event_stops_at_the_tolerance():
     sh = flow.shoot(problems.scalar_regularized(), 200)
     sol = flow.gradient_flow(
-        sh, sh.zeros(), metrics.Hamiltonian(), rtol=1e-8, atol=1e-10, until=1e-8
+        sh,
+        sh.zeros(),
+        metric=metrics.Hamiltonian(),
+        solver=diffrax.Tsit5(),
+        rtol=1e-8,
+        atol=1e-10,
+        tol=1e-8,
     )
     assert sol.result == flow.RESULTS.converged and sol.success
     assert sol.hamiltonian_norm[-1] <= 1e-8 < sol.hamiltonian_norm[0]
-    g = sh.gradient(sol.U_final)
+    g = sh.gradient(sol.U)
     np.testing.assert_allclose(jnp.max(jnp.abs(g)) * 200, sol.hamiltonian_norm[-1], rtol=1e-12)
     sol_g = flow.gradient_flow(
-        sh, sh.zeros(), metrics.Hamiltonian(), rtol=1e-8, atol=1e-10, until=1e-8, stop_on="gradient"
+        sh,
+        sh.zeros(),
+        metric=metrics.Hamiltonian(),
+        solver=diffrax.Tsit5(),
+        rtol=1e-8,
+        atol=1e-10,
+        tol=1e-8,
+        stop_on="gradient",
     )
     # a gradient tolerance is eps/h on the Hamiltonian: it stops earlier
     assert sol_g.tau_final < sol.tau_final
     assert sol_g.gradient_norm[-1] <= 1e-8
     d = sol.to_dict()
-    assert d["status"].startswith("converged") and d["num_steps"] == int(sol.num_steps)
+    assert d["status"] == "converged" and d["num_steps"] == int(sol.num_steps)
     assert "converged" in repr(sol)
 
 
@@ -118,13 +135,19 @@ def test_divergence_is_reported():
     )
     sh = flow.shoot(p, 10)
     U0 = jnp.ones(sh.control_shape)
-    sol = flow.gradient_flow(
-        sh, U0, metrics.Hamiltonian(), rtol=1e-6, atol=1e-8, tau1=10.0, throw=False
+    args = dict(
+        metric=metrics.Hamiltonian(),
+        tol=None,
+        solver=diffrax.Tsit5(),
+        rtol=1e-6,
+        atol=1e-8,
+        tau1=10.0,
     )
+    sol = flow.gradient_flow(sh, U0, **args, throw=False)
     assert not sol.success
     assert sol.result in (flow.RESULTS.diverged, flow.RESULTS.solver_failed, flow.RESULTS.max_steps)
     with pytest.raises((flow.DivergenceError, flow.ConvergenceError), match="tau"):
-        flow.gradient_flow(sh, U0, metrics.Hamiltonian(), rtol=1e-6, atol=1e-8, tau1=10.0)
+        flow.gradient_flow(sh, U0, **args)
 
 
 def test_stiff_van_der_pol_hamiltonian_flow_and_newton_flow():
@@ -137,10 +160,10 @@ def test_stiff_van_der_pol_hamiltonian_flow_and_newton_flow():
     sol = flow.gradient_flow(
         sh,
         sh.zeros(),
-        metrics.Hamiltonian(),
+        metric=metrics.Hamiltonian(),
         rtol=1e-3,
         atol=1e-6,
-        until=1e-8,
+        tol=1e-8,
         solver=flow.stiff_solver(),
         pcoeff=0.3,
         icoeff=0.3,
@@ -148,7 +171,7 @@ def test_stiff_van_der_pol_hamiltonian_flow_and_newton_flow():
     elapsed = time.perf_counter() - start
     assert elapsed < 60, elapsed
     assert sol.result == flow.RESULTS.converged
-    U_star = sol.U_final
+    U_star = sol.U
     assert float(jnp.max(jnp.abs(sh.hamiltonian_gradient(U_star)))) <= 1e-8
     ev = np.linalg.eigvalsh(np.asarray(sh.hessian(U_star))) / 0.05
     assert 1.9 < ev[0] < 2.1 and 4e4 < ev[-1] < 6e4  # the stiffness is real
@@ -158,10 +181,17 @@ def test_stiff_van_der_pol_hamiltonian_flow_and_newton_flow():
     U1 = U_star + 1e-3 * jnp.asarray(np.sin(0.7 * t) * np.exp(-0.1 * t))
     assert np.linalg.eigvalsh(np.asarray(sh.hessian(U1)))[0] > 0
     sol_n = flow.gradient_flow(
-        sh, U1, metrics.Newton(), rtol=1e-10, atol=1e-14, until=1e-8, max_steps=5000
+        sh,
+        U1,
+        metric=metrics.Newton(),
+        solver=diffrax.Tsit5(),
+        rtol=1e-10,
+        atol=1e-14,
+        tol=1e-8,
+        max_steps=5000,
     )
     assert sol_n.result == flow.RESULTS.converged
-    assert float(jnp.max(jnp.abs(sol_n.U_final - U_star))) < 1e-8
+    assert float(jnp.max(jnp.abs(sol_n.U - U_star))) < 1e-8
 
 
 def _subjaxprs(value):
@@ -192,14 +222,28 @@ def _largest_intermediate(jaxpr) -> int:
 def test_matrix_free_implicit_solver_forms_no_dense_matrix():
     """With stiff_solver(matrix_free=True) no intermediate has (N m)^2 entries; with the
     dense set-up one does (the check can fail)."""
-    from flow._gradient_flow import _solve
+    from flow._flow_phases import _phase_kernel, _Settings
+    from flow._solver_choice import Phase
 
     sh = flow.shoot(problems.scalar_regularized(), 1000)
     U0 = sh.zeros()
-    args = (diffrax.SaveAt(t1=True), 1e-6, 1e-8, 1.0, None, True, None, 100, 0.3, 0.3)
+    settings = _Settings(
+        tol=None,
+        on_hamiltonian=True,
+        stop_on="hamiltonian",
+        curvature=False,
+        dt0=None,
+        saveat=diffrax.SaveAt(t1=True),
+    )
+    t0, t1, limit = jnp.asarray(0.0), jnp.asarray(1.0), jnp.asarray(jnp.inf)
 
     def biggest(solver):
-        jaxpr = eqx.filter_make_jaxpr(_solve)(sh, U0, metrics.Hamiltonian(), solver, *args)[0]
+        phase = Phase(
+            solver=solver, rtol=1e-6, atol=1e-8, pcoeff=0.3, icoeff=0.3, dtmax=None, probe=False
+        )
+        jaxpr = eqx.filter_make_jaxpr(_phase_kernel)(
+            sh, U0, metrics.Hamiltonian(), phase, settings, t0, t1, limit, 100
+        )[0]
         return _largest_intermediate(jaxpr.jaxpr)
 
     assert biggest(flow.stiff_solver(matrix_free=True)) < 1000**2 // 10
@@ -212,10 +256,10 @@ def test_matrix_free_implicit_flow_at_N_10000():
     sol = flow.gradient_flow(
         sh,
         sh.zeros(),
-        metrics.Hamiltonian(),
+        metric=metrics.Hamiltonian(),
         rtol=1e-3,
         atol=1e-6,
-        until=1e-6,
+        tol=1e-6,
         solver=flow.stiff_solver(matrix_free=True),
         pcoeff=0.3,
         icoeff=0.3,
@@ -226,7 +270,16 @@ def test_matrix_free_implicit_flow_at_N_10000():
 
 def test_evaluate_needs_dense_output():
     sh = flow.shoot(problems.scalar_regularized(), 20)
-    sol = flow.gradient_flow(sh, sh.zeros(), metrics.Identity(), rtol=1e-6, atol=1e-8, tau1=1.0)
+    sol = flow.gradient_flow(
+        sh,
+        sh.zeros(),
+        metric=metrics.Identity(),
+        tol=None,
+        solver=diffrax.Tsit5(),
+        rtol=1e-6,
+        atol=1e-8,
+        tau1=1.0,
+    )
     with pytest.raises(ValueError, match="dense"):
         sol.evaluate(0.5)
 
@@ -234,19 +287,19 @@ def test_evaluate_needs_dense_output():
 @pytest.mark.parametrize(
     "kw, exc, words",
     [
-        (dict(tau1=None, until=None), ValueError, "tau1"),
+        (dict(tau1=None, tol=None), ValueError, "tau1"),
         (dict(tau1=-1.0), ValueError, "`tau1`"),
-        (dict(until=0.0), ValueError, "`until`"),
+        (dict(tol=0.0), ValueError, "`tol`"),
         (dict(rtol=0.0), ValueError, "`rtol`"),
         (dict(stop_on="cost"), ValueError, "`stop_on`"),
     ],
 )
 def test_bad_flow_arguments(kw, exc, words):
     sh = flow.shoot(problems.scalar_regularized(), 10)
-    args = dict(rtol=1e-6, atol=1e-8, tau1=1.0)
+    args = dict(rtol=1e-6, atol=1e-8, tau1=1.0, tol=None)
     args.update(kw)
     with pytest.raises(exc, match=words):
-        flow.gradient_flow(sh, sh.zeros(), metrics.Identity(), **args)
+        flow.gradient_flow(sh, sh.zeros(), metric=metrics.Identity(), **args)
 
 
 def test_stiff_solver_order_validation():

@@ -23,16 +23,15 @@ from _reference import euler_reference, fit_order, lq_euler_quadratic
 import flow
 import stability
 from flow import problems
-from flow._indirect import (
-    INDIRECT_RESULTS,
-    DampedNewton,
-    _jacobian_blocks,
-    _residual,
+from flow._conditions import _jacobian_blocks, _residual
+from flow.indirect import (
+    RESULTS,
     continuous_adjoint_gradient,
     costate_report,
     costate_shooting,
     solve_conditions,
 )
+from flow.solvers import DampedNewton
 
 
 LQ = problems.linear_quadratic(**problems.DEFAULT_LQ)
@@ -103,12 +102,15 @@ def test_conditions_lq_against_numpy():
     # rounding (~1e-14) and is far below any modelling error.
     for sol in (dense, sparse):
         assert sol.success and sol.linear_solver in ("dense", "sparse")
-        np.testing.assert_allclose(sol.controls, U_ref, rtol=0, atol=1e-11)
+        np.testing.assert_allclose(sol.U, U_ref, rtol=0, atol=1e-11)
         np.testing.assert_allclose(sol.costates, lams, rtol=0, atol=1e-11)
         np.testing.assert_allclose(sol.states, xs, rtol=0, atol=1e-11)
-        assert max(sol.state_residual, sol.costate_residual, sol.control_residual) < 1e-12
+        assert (
+            max(float(sol.state_residual), float(sol.costate_residual), float(sol.control_residual))
+            < 1e-12
+        )
     # the system is linear: Newton needs one step, plus one to see a small step
-    assert dense.iterations <= 3
+    assert int(dense.num_steps) <= 3
 
 
 @pytest.mark.parametrize(
@@ -139,12 +141,12 @@ def test_conditions_blocks_and_other_schemes(scheme):
     # path), with the discrete costates of the direct method (Proposition 4.5)
     sol = solve_conditions(sh)
     h = np.asarray(sh.steps)[:, None]
-    assert np.max(np.abs(np.asarray(sh.gradient(sol.controls))) / h) < 1e-12
-    np.testing.assert_allclose(sol.costates, sh.costates(sol.controls), rtol=0, atol=1e-13)
+    assert np.max(np.abs(np.asarray(sh.gradient(sol.U))) / h) < 1e-12
+    np.testing.assert_allclose(sol.costates, sh.costates(sol.U), rtol=0, atol=1e-13)
 
 
 def _equilibrium(sh, guess=None):
-    return stability.equilibrium(sh, guess, tol=1e-12)
+    return stability.equilibrium(sh, guess, tol=1e-12, stop_on="gradient")
 
 
 @pytest.mark.parametrize(
@@ -163,14 +165,14 @@ def test_proposition_4_5(name, problem, N):
     if name == "van_der_pol":
         # Newton on (36) from U = 0 fails for Van der Pol (see the test below); start
         # from an early iterate of the direct method (max|dH/du| <= 0.1).
-        guess = stability.equilibrium(sh, tol=0.1, norm="hamiltonian").U
+        guess = stability.equilibrium(sh, tol=0.1, stop_on="hamiltonian").U
     else:
         guess = None
     sol = solve_conditions(sh, guess)
     assert sol.success
-    assert float(jnp.max(jnp.abs(sol.controls - eq.U))) < 1e-9
+    assert float(jnp.max(jnp.abs(sol.U - eq.U))) < 1e-9
     assert float(jnp.max(jnp.abs(sol.costates - sh.costates(eq.U)))) < 1e-9
-    assert sol.control_residual < 1e-12
+    assert float(sol.control_residual) < 1e-12
 
 
 def test_conditions_large_N_uses_the_sparse_factorization():
@@ -180,8 +182,8 @@ def test_conditions_large_N_uses_the_sparse_factorization():
     sh = flow.shoot(SREG, 2000)
     sol = solve_conditions(sh)
     assert sol.success and sol.linear_solver == "sparse"
-    assert float(jnp.max(jnp.abs(sh.gradient(sol.controls)))) * 2000 < 1e-12
-    np.testing.assert_allclose(sol.costates, sh.costates(sol.controls), rtol=0, atol=1e-13)
+    assert float(jnp.max(jnp.abs(sh.gradient(sol.U)))) * 2000 < 1e-12
+    np.testing.assert_allclose(sol.costates, sh.costates(sol.U), rtol=0, atol=1e-13)
 
 
 def test_conditions_failure_is_reported():
@@ -190,11 +192,11 @@ def test_conditions_failure_is_reported():
     sh = flow.shoot(VDP, 100)
     sol = solve_conditions(sh, throw=False)
     assert not sol.success
-    assert sol.result != INDIRECT_RESULTS.converged
-    assert np.all(np.isfinite(np.asarray(sol.controls)))
-    assert max(sol.state_residual, sol.costate_residual) > 1e-3
+    assert sol.result != RESULTS.converged
+    assert np.all(np.isfinite(np.asarray(sol.U)))
+    assert max(float(sol.state_residual), float(sol.costate_residual)) > 1e-3
     json.dumps(sol.to_dict(include_arrays=True))
-    with pytest.raises(RuntimeError, match="solve_conditions"):
+    with pytest.raises(flow.ConvergenceError, match="solve_conditions"):
         solve_conditions(sh, max_steps=3)
 
 
@@ -214,8 +216,8 @@ def test_conditions_bad_input():
         solve_conditions(sh, np.full((10, 1), np.nan))
     with pytest.raises(ValueError, match="linear_solver"):
         solve_conditions(sh, linear_solver="cholesky")
-    with pytest.raises(ValueError, match="rtol"):
-        solve_conditions(sh, rtol=-1.0)
+    with pytest.raises(ValueError, match="tol"):
+        solve_conditions(sh, tol=-1.0)
     with pytest.raises(TypeError, match="max_steps"):
         solve_conditions(sh, max_steps=2.5)
     with pytest.raises(TypeError, match="shooting"):
@@ -251,7 +253,7 @@ def test_costate_shooting_scalar_against_scipy():
     traj = costate_shooting(SREG, jnp.array([0.0]), rtol=1e-11, atol=1e-13)
     # ODE tolerance 1e-11 on an O(1) solution over a unit interval: 1e-8 on lambda(0)
     # (the map lambda0 -> F has slope ~4) is a safe bound.
-    assert traj.success and traj.iterations <= 10
+    assert traj.success and int(traj.num_steps) <= 10
     assert abs(float(traj.lambda0[0]) - lam0_ref) < 1e-8
     assert float(traj.lambda0[1]) == 1.0  # the running cost's costate
     assert float(np.max(np.abs(traj.terminal_residual))) < 1e-9
@@ -307,8 +309,11 @@ def test_costate_shooting_bad_input():
         costate_shooting(problems.scalar_mayer(), jnp.array([-1.0]), rtol=1e-8, atol=1e-10)
     with pytest.raises(ValueError, match="lambda0_guess"):
         costate_shooting(SREG, jnp.zeros(2), rtol=1e-8, atol=1e-10)
+    # a 2-D guess is a batch (S, n) of guesses: wrong width, or a third axis, is refused
     with pytest.raises(ValueError, match="lambda0_guess"):
-        costate_shooting(SREG, jnp.zeros((1, 1)), rtol=1e-8, atol=1e-10)
+        costate_shooting(SREG, jnp.zeros((1, 2)), rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="lambda0_guess"):
+        costate_shooting(SREG, jnp.zeros((1, 1, 1)), rtol=1e-8, atol=1e-10)
     with pytest.raises(ValueError, match="control_law"):
         costate_shooting(
             SREG, jnp.zeros(1), rtol=1e-8, atol=1e-10, control_law=lambda x, lam: jnp.zeros(2)
@@ -460,8 +465,9 @@ def test_costate_report_scalar():
     sh = flow.shoot(SREG, N)
     rep = costate_report(sh)
     h = 1.0 / N
-    assert rep.status["direct"] == "converged" and rep.status["conditions"] == "converged"
-    assert rep.status["shooting"] == "converged"
+    assert rep.route_status["direct"] == "converged"
+    assert rep.route_status["conditions"] == "converged"
+    assert rep.route_status["shooting"] == "converged"
     assert rep.direct_hamiltonian_residual < 1e-9
     assert rep.differences["conditions"] < 1e-9
     assert rep.control_differences["conditions"] < 1e-9

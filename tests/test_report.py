@@ -1,4 +1,5 @@
-"""The `gradflow analyze` results document, its JSON Schema, figures and report.md.
+"""The `gradflow analyze` results document, its JSON Schema (checked with the
+`jsonschema` library), reading it back, the figures and report.md.
 
 The schema is read from the file in the source tree (the one shipped in the
 package), so the document cannot drift from it silently.
@@ -16,12 +17,13 @@ import pytest
 from markdown_it import MarkdownIt
 
 import flow
+import gradflow
 import stability
-from stability import _report
+from figures import report as report_figures
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCHEMA_PATH = ROOT / "stability" / "results.schema.json"
+SCHEMA_PATH = ROOT / "gradflow" / "results.schema.json"
 N = 50
 
 
@@ -34,7 +36,7 @@ def schema():
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis")
     problem = flow.problems.get("scalar_regularized")
-    return _report.run_analysis(
+    return gradflow.run_analysis(
         problem, spec="scalar_regularized", N=N, equivalence_N=(N,), out=out
     ), out
 
@@ -43,9 +45,13 @@ def run(tmp_path_factory):
 
 
 def test_document_validates_against_the_schema_file(run, schema):
+    import jsonschema
+
     run, _ = run
-    assert _report.validate(run.document, schema) == []
-    assert _report.load_schema() == schema  # the package reads the same file
+    jsonschema.Draft202012Validator.check_schema(schema)  # the schema itself is valid
+    assert gradflow.validate_results(run.document) == []
+    assert gradflow.load_schema() == schema  # the package reads the same file
+    assert run.document["schema_version"] == gradflow.SCHEMA_VERSION == 2
 
 
 def test_schema_is_draft_2020_12_and_documents_every_key(schema):
@@ -75,7 +81,10 @@ def test_schema_is_draft_2020_12_and_documents_every_key(schema):
     # may leave out must be made nullable instead, so consumers can rely on it
     def closed_objects(node):
         if isinstance(node, dict):
-            if node.get("additionalProperties") is False:
+            if (
+                node.get("additionalProperties") is False
+                or node.get("unevaluatedProperties") is False
+            ):
                 yield node
             for v in node.values():
                 yield from closed_objects(v)
@@ -87,29 +96,36 @@ def test_schema_is_draft_2020_12_and_documents_every_key(schema):
     assert len(objects) >= 10
     for node in objects:
         assert sorted(node["required"]) == sorted(node["properties"])
+    # every result section carries the one status vocabulary
+    result = schema["$defs"]["result"]
+    assert result["required"] == ["status", "success", "message"]
+    names = set(flow.indirect.RESULTS._name_to_item)
+    assert set(result["properties"]["status"]["enum"]) == names
 
 
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.pop("euler"), "missing required key 'euler'"),
-        (lambda d: d.update(extra=1), "unexpected key 'extra'"),
-        (lambda d: d.update(N="50"), "$.N: expected integer"),
-        (lambda d: d.update(N=True), "$.N: expected integer"),
-        (lambda d: d.update(N=0), "below the minimum"),
-        (lambda d: d.update(scheme="midpoint"), "not one of"),
-        (lambda d: d.update(schema_version=2), "expected 1"),
+        (lambda d: d.pop("euler"), "'euler' is a required property"),
+        (lambda d: d.update(extra=1), "'extra' was unexpected"),
+        (lambda d: d.update(N="50"), "$.N: '50' is not of type 'integer'"),
+        (lambda d: d.update(N=True), "$.N: True is not of type 'integer'"),
+        (lambda d: d.update(N=0), "less than the minimum"),
+        (lambda d: d.update(scheme="midpoint"), "is not one of"),
+        (lambda d: d.update(schema_version=1), "2 was expected"),
+        (lambda d: d.update(status="fine"), "$.status"),
+        (lambda d: d["equilibrium"].pop("status"), "'status' is a required property"),
         (lambda d: d["euler"].update(alpha_max=math.nan), "not a JSON number"),
         (lambda d: d["euler"].update(alpha_max="big"), "$.euler.alpha_max"),
         (lambda d: d["replay"].update(agrees="yes"), "$.replay.agrees"),
         (lambda d: d["spectrum"]["eigenvalues"].append("x"), "$.spectrum.eigenvalues"),
-        (lambda d: d["trajectory"].pop("t"), "missing required key 't'"),
+        (lambda d: d["trajectory"].pop("t"), "'t' is a required property"),
     ],
 )
-def test_validator_reports_violations(run, schema, mutate, message):
+def test_validator_reports_violations(run, mutate, message):
     doc = copy.deepcopy(run[0].document)
     mutate(doc)
-    errors = _report.validate(doc, schema)
+    errors = gradflow.validate_results(doc)
     assert errors and any(message in e for e in errors), errors
 
 
@@ -120,12 +136,8 @@ def test_validator_accepts_complex_spectra_and_nulls(run, schema):
     doc["euler"]["limiting"] = {"real": -1.0, "imag": 0.5}
     doc["replay"] = None
     doc["step"] = None
-    assert _report.validate(doc, schema) == []
-
-
-def test_validator_refuses_unknown_keywords():
-    with pytest.raises(ValueError, match="patternProperties"):
-        _report.validate({}, {"type": "object", "patternProperties": {}})
+    doc["equivalence"] = None
+    assert gradflow.validate_results(doc) == []
 
 
 # ---------------------------------------------------------------- round trips
@@ -134,9 +146,44 @@ def test_validator_refuses_unknown_keywords():
 def test_round_trips(run):
     run, out = run
     doc = run.document
-    assert json.loads(json.dumps(doc)) == doc
+    assert json.loads(json.dumps(doc, allow_nan=False)) == doc
     assert json.loads((out / "results.json").read_text()) == doc
+    assert gradflow.load_results(out / "results.json") == doc
     assert [p.name for p in run.files[:2]] == ["results.json", "report.md"]
+
+
+def test_load_results_refuses_what_is_not_a_document(run, tmp_path):
+    doc = copy.deepcopy(run[0].document)
+    with pytest.raises(FileNotFoundError):
+        gradflow.load_results(tmp_path / "missing.json")
+    (tmp_path / "text.json").write_text("not json")
+    with pytest.raises(ValueError, match="not a JSON document"):
+        gradflow.load_results(tmp_path / "text.json")
+    old = dict(doc, schema_version=1)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="schema version 1"):
+        gradflow.load_results(tmp_path / "old.json")
+    broken = copy.deepcopy(doc)
+    broken["euler"]["alpha_max"] = "big"
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r"\$\.euler\.alpha_max"):
+        gradflow.load_results(tmp_path / "broken.json")
+
+
+def test_figures_redraw_from_a_loaded_document_and_from_a_report(run, tmp_path):
+    """The public plotting helpers draw a report's figures again, from
+    results.json read back and from a StabilityReport, with the same captions."""
+    run, out = run
+    loaded = gradflow.load_results(out / "results.json")
+    from_doc = report_figures.draw(loaded, tmp_path / "doc")
+    from_report = report_figures.draw(run.report, tmp_path / "report")
+    assert [e["name"] for e in from_doc] == ["spectrum", "replay", "equilibrium"]
+    assert [e["caption"] for e in from_doc] == [e["caption"] for e in from_report]
+    assert [e["caption"] for e in from_doc] == [f["caption"] for f in run.document["figures"]]
+    for e in from_report:
+        assert (tmp_path / "report" / e["png"]).stat().st_size > 10_000
+    with pytest.raises(TypeError, match="source"):
+        report_figures.draw(3, tmp_path)
 
 
 # ------------------------------------------------- numbers equal the Python API
@@ -167,14 +214,18 @@ def test_numbers_equal_the_python_api(run):
         "lemma2": (doc["equivalence"]["lemma2"] + 1.0, report.equivalence.lemma2 + 1.0),
     }
     for key, value in report.tolerance.items():
-        pairs[f"tolerance.{key}"] = (doc["tolerance"][key], value)
+        if isinstance(value, str):
+            assert doc["tolerance"][key] == value
+        else:
+            pairs[f"tolerance.{key}"] = (doc["tolerance"][key], value)
     for name, (a, b) in pairs.items():
         assert _rel(a, b) <= 1e-12, (name, a, b)
     # the equilibrium's gradient norm is at rounding level (~1e-12): absolute
     assert abs(doc["equilibrium"]["gradient_norm"] - report.equilibrium.gradient_norm) <= 1e-14
-    assert doc["equilibrium"]["gradient_norm"] <= doc["settings"]["equilibrium_tol"]
-    assert doc["classification"]["status"] == report.classification.status
-    assert doc["replay"]["n_iterations"] == int(report.replay.n_iterations)
+    assert doc["equilibrium"]["hamiltonian_residual"] <= doc["settings"]["equilibrium_tol"]
+    assert doc["classification"]["kind"] == report.classification.kind
+    assert doc["replay"]["num_steps"] == int(report.replay.num_steps)
+    assert doc["status"] == report.status == "converged"
     assert doc["verdict"] == report.verdict
     assert doc["N"] == N and doc["metric"] == "hamiltonian" and doc["scheme"] == "euler"
 
@@ -192,15 +243,18 @@ def test_numbers_agree_with_independent_formulas(run):
     assert _rel(doc["euler"]["alpha_opt"], 2.0 / (-mu.min() - mu.max())) <= 1e-13
     assert _rel(doc["euler"]["rate_at_step"], np.max(np.abs(1 + alpha * mu))) <= 1e-13
     h = 1.0 / N
+    tol = doc["settings"]["tol"]
+    assert tol == doc["tolerance"]["tol"] == 1e-8
     assert _rel(doc["tolerance"]["min_step"], h) <= 1e-13
-    assert _rel(doc["tolerance"]["hamiltonian_tolerance"], 1e-6 / h) <= 1e-13
-    assert _rel(doc["tolerance"]["gradient_tolerance_for_eps_H"], 1e-6 * h) <= 1e-13
+    assert _rel(doc["tolerance"]["tol_over_h"], tol / h) <= 1e-13
+    assert _rel(doc["tolerance"]["tol_times_h"], tol * h) <= 1e-13
     # the paper's regularised problem: dH/du = u + lambda (H = lambda f + u^2/2 with
-    # f_u = 1), so at the equilibrium u_k = -lambda_k to the equilibrium tolerance / h
+    # f_u = 1), so at the equilibrium u_k = -lambda_k to the equilibrium tolerance (on
+    # the Hamiltonian residual), up to the rounding of the costate recursion
     tr = doc["trajectory"]
     U, lam = np.array(tr["controls"]), np.array(tr["costates"])
     assert U.shape == (N, 1) and lam.shape == (N, 1) and len(tr["t"]) == N + 1
-    assert np.max(np.abs(U + lam)) <= doc["settings"]["equilibrium_tol"] / h
+    assert np.max(np.abs(U + lam)) <= doc["settings"]["equilibrium_tol"] + 1e-14
 
 
 # --------------------------------------------------------- figures and report
@@ -236,28 +290,40 @@ def test_report_renders_as_a_page(run):
 # ---------------------------------------------------------------- step rules
 
 
-def test_resolve_step():
+def test_step_rules_of_analyze():
+    """The step words: 'hamiltonian' is alpha = 1/h for the identity metric and is
+    refused (with the reason) for the others; a line search replays without a
+    predicted rate; a step outside the bound is replayed with a warning."""
     sh = flow.shoot(flow.problems.get("scalar_regularized"), 40)
-    assert _report.resolve_step("optimal", sh) == "optimal"
-    assert _report.resolve_step("none", sh) is None and _report.resolve_step(None, sh) is None
-    assert _report.resolve_step("hamiltonian", sh) == pytest.approx(40.0, rel=1e-13)  # 1/h
-    assert _report.resolve_step("0.25", sh) == 0.25 and _report.resolve_step(2, sh) == 2.0
-    for bad in ("fast", "-1", "nan", "inf", 0.0, -2.0):
+    r = stability.analyze(sh, metric="identity", step="hamiltonian")
+    assert r.step_rule == "hamiltonian" and r.step == pytest.approx(40.0, rel=1e-13)  # 1/h
+    with pytest.raises(ValueError, match="identity metric") as info:
+        stability.analyze(sh, metric="hamiltonian", step="hamiltonian")
+    assert "alpha = 40" in str(info.value) and "alpha_max" in str(info.value)
+    r = stability.analyze(sh, metric="newton", step="armijo")
+    assert r.step_rule == "armijo" and r.step is None and r.predicted_rate is None
+    assert r.replay.status == "converged" and r.agrees is None
+    r = stability.analyze(sh, step=5.0)  # alpha_max = 1.39 for this problem
+    assert r.warnings and "outside the forward-Euler bound" in r.warnings[0]
+    assert r.step_rule == "value" and r.replay.status in ("diverged", "max_steps")
+    r = stability.analyze(sh, step=None)
+    assert r.replay is None and r.step_rule == "none"
+    for bad in ("fast", -1.0, 0.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="step"):
-            _report.resolve_step(bad, sh)
+            stability.analyze(sh, step=bad)
     with pytest.raises(TypeError, match="step"):
-        _report.resolve_step(True, sh)
+        stability.analyze(sh, step=True)
 
 
 def test_no_replay_and_a_saddle_validate(tmp_path, schema):
     """double_well at U = 0 is a saddle: no stable step, so no replay; the nulls
     must fit the schema and the figures must still be drawn."""
-    run = _report.run_analysis(
+    run = gradflow.run_analysis(
         flow.problems.get("double_well"), N=40, equivalence_N=(40,), out=tmp_path
     )
     doc = run.document
-    assert _report.validate(doc, schema) == []
-    assert doc["classification"]["status"] == "saddle"
+    assert gradflow.validate_results(doc) == []
+    assert doc["classification"]["kind"] == "saddle"
     assert doc["euler"]["alpha_max"] is None and doc["replay"] is None and doc["step"] is None
     assert [f["name"] for f in doc["figures"]] == ["spectrum", "equilibrium"]
     assert "No replay" in (tmp_path / "report.md").read_text()
@@ -266,24 +332,23 @@ def test_no_replay_and_a_saddle_validate(tmp_path, schema):
 def test_bad_arguments_raise():
     problem = flow.problems.get("scalar_regularized")
     with pytest.raises(TypeError, match="problem"):
-        _report.run_analysis("scalar_regularized")
+        gradflow.run_analysis("scalar_regularized")
     for kwargs, word in [
         (dict(N=0), "N"),
         (dict(equivalence_N=(10, 0)), "equivalence_N"),
-        (dict(eps=-1.0), "eps"),
+        (dict(tol=-1.0), "tol"),
+        (dict(max_steps=0), "max_steps"),
         (dict(scheme="midpoint"), "scheme"),
         (dict(metric="euclid"), "metric"),
     ]:
         with pytest.raises(ValueError, match=word):
-            _report.run_analysis(problem, figures=False, **kwargs)
+            gradflow.run_analysis(problem, figures=False, **kwargs)
 
 
 def test_replay_figure_growth_and_divergence(run, tmp_path):
     """A step outside the bound (rho > 1, a long run that saturates) and a run that
     diverged at once (a non-finite residual, None in JSON) draw without warnings
     (warnings are errors here) and say so in the caption."""
-    from figures import _report as report_figures
-
     doc = copy.deepcopy(run[0].document)
     rp = doc["replay"]
     growth = [min(1.74 ** min(k, 20), 220.0) for k in range(3001)]
@@ -292,8 +357,8 @@ def test_replay_figure_growth_and_divergence(run, tmp_path):
         predicted_rate=1.74,
         observed_rate=1.0,
         agrees=None,
-        n_iterations=3000,
-        status="stopped: the iteration limit was reached",
+        num_steps=3000,
+        status="max_steps",
     )
     entry = report_figures.replay(doc, tmp_path / "growth")
     assert "were not compared" in entry["caption"]
@@ -302,10 +367,10 @@ def test_replay_figure_growth_and_divergence(run, tmp_path):
         hamiltonian_norm=[7.0, None],
         predicted_rate=2.3e5,
         observed_rate=None,
-        n_iterations=1,
+        num_steps=1,
         diverged_at=1,
-        status="diverged: a non-finite value appeared",
+        status="diverged",
     )
     entry = report_figures.replay(doc, tmp_path / "diverged")
-    assert "diverged after 1 iterations" in entry["caption"]
+    assert "diverged after 1 steps" in entry["caption"]
     assert (tmp_path / "diverged" / "replay.pdf").stat().st_size > 5_000

@@ -13,7 +13,9 @@ from flow import problems
 
 def test_report_on_scalar_regularized():
     sh = flow.shoot(problems.scalar_regularized(), 200)
-    r = stability.analyze(sh, metric="hamiltonian")
+    # tol: the replay's stopping tolerance (Hamiltonian residual), the old replay_tol
+    # default 1e-9; Theorem 5.14 is now reported for that same tol
+    r = stability.analyze(sh, metric="hamiltonian", tol=1e-9)
     assert r.equilibrium.success and r.classification.stable
     # alpha_opt = 2 / (mu_min + mu_max) from the spectrum's ends
     mu = np.asarray(r.euler.eigenvalues)
@@ -22,8 +24,10 @@ def test_report_on_scalar_regularized():
     assert r.agrees is True
     assert r.observed_rate == pytest.approx(r.predicted_rate, rel=1e-3)
     # Theorem 5.14 numbers
-    assert r.tolerance["hamiltonian_tolerance"] == pytest.approx(1e-6 * 200)
-    assert r.tolerance["gradient_tolerance_for_eps_H"] == pytest.approx(1e-6 / 200)
+    assert r.tolerance["tol"] == 1e-9 and r.tolerance["stop_on"] == "hamiltonian"
+    assert r.tolerance["min_step"] == pytest.approx(1 / 200, rel=1e-12)
+    assert r.tolerance["tol_over_h"] == pytest.approx(1e-9 * 200)
+    assert r.tolerance["tol_times_h"] == pytest.approx(1e-9 / 200)
     d = r.to_dict()
     text = json.dumps(d, allow_nan=False)
     for key in (
@@ -56,14 +60,14 @@ def test_identity_metric_scales_the_step_by_h():
 
 def test_saddle_verdict():
     r = stability.analyze(flow.shoot(problems.double_well(), 50), metric="hamiltonian")
-    assert r.classification.status == "saddle" and r.classification.index == 1
+    assert r.classification.kind == "saddle" and r.classification.index == 1
     assert r.euler.alpha_max is None and r.replay is None
     assert "saddle" in r.verdict
 
 
 def test_marginal_verdict_and_step_none():
     r = stability.analyze(flow.shoot(problems.scalar_mayer(), 50), metric="identity", step=None)
-    assert r.classification.status == "marginal"
+    assert r.classification.kind == "marginal"
     assert r.classification.manifold_dimension == 49
     assert r.replay is None and "manifold" in r.verdict
 
@@ -80,4 +84,4 @@ def test_bad_arguments():
         stability.analyze(sh, step=-1.0)
     with pytest.raises(ValueError, match="`metric`"):
         stability.analyze(sh, metric="nope")
-    assert math.isfinite(stability.analyze(sh, step=0.5).observed_rate)
+    assert math.isfinite(stability.analyze(sh, step=0.5, tol=1e-9).observed_rate)

@@ -42,7 +42,7 @@ class Case:
         self.mu = -lam[::-1]
         V = s[:, None] * W[:, ::-1]
         self.V = V / np.linalg.norm(V, axis=0)
-        lin = stability.linearize(sh, jnp.asarray(self.U_star), metric)
+        lin = stability.linearize(sh, jnp.asarray(self.U_star), metric=metric)
         self.bound = stability.euler_bound(stability.spectrum(lin))
 
     def start(self, j, delta):
@@ -55,7 +55,7 @@ def _scalar(metric_name):
     sh = flow.shoot(problems.scalar_regularized(), N_SCALAR)
     # tol 1e-13 (reached: ~1e-15): U* is then accurate to ~1e-12, far below the
     # perturbations (>= 1e-6) and error levels (>= ~1e-9) used below.
-    eq = stability.equilibrium(sh, tol=1e-13)
+    eq = stability.equilibrium(sh, tol=1e-13, stop_on="gradient")
     return Case(sh, eq.U, np.asarray(sh.hessian(eq.U)), METRICS[metric_name])
 
 
@@ -118,20 +118,20 @@ def test_euler_bound_is_sharp(problem, metric_name):
     alpha = 0.97 * alpha_max
     rho = abs(1.0 + alpha * bound.limiting)
     tr = flow.descend(
-        c.sh, U0, c.metric, step=alpha, iterations=2000, tol=REDUCTION * r0, throw=False
+        c.sh, U0, metric=c.metric, step=alpha, max_steps=2000, tol=REDUCTION * r0, throw=False
     )
     assert tr.result == flow.RESULTS.converged, tr.message
     # a pure mode shrinks by exactly rho per step (linear problem: +-1 for the ceiling
     # at equality; nonlinear: O(delta) changes of the factor, well under one step)
     expected = math.ceil(math.log(REDUCTION) / math.log(rho))
-    assert abs(int(tr.n_iterations) - expected) <= 2, (int(tr.n_iterations), expected)
+    assert abs(int(tr.num_steps) - expected) <= 2, (int(tr.num_steps), expected)
 
     # outside: it grows by |1 - 1.03 * 2| = 1.06 per step until the gradient is
     # divergence_factor = 1e6 times its start (still linear: ~1e-3 on scalar_regularized)
     alpha = 1.03 * alpha_max
     rho = abs(1.0 + alpha * bound.limiting)
     tr = flow.descend(
-        c.sh, U0, c.metric, step=alpha, iterations=2000, tol=REDUCTION * r0, throw=False
+        c.sh, U0, metric=c.metric, step=alpha, max_steps=2000, tol=REDUCTION * r0, throw=False
     )
     assert tr.result == flow.RESULTS.diverged, tr.message
     expected = math.floor(math.log(1e6) / math.log(rho)) + 1
@@ -172,7 +172,12 @@ def test_observed_rate_matches_predicted(metric_name):
         ends.add("stiff" if j == 0 else "slow")
         assert abs(1.0 + alpha * c.mu[j]) == pytest.approx(predicted, rel=1e-10)
         tr = flow.descend(
-            c.sh, c.start(j, DELTA_RATE), c.metric, step=alpha, iterations=200, save_iterates=True
+            c.sh,
+            c.start(j, DELTA_RATE),
+            metric=c.metric,
+            step=alpha,
+            max_steps=200,
+            save_iterates=True,
         )
         U = np.asarray(tr.iterates).reshape(tr.iterates.shape[0], -1)
         e = np.linalg.norm(U - c.U_star.reshape(-1), axis=1)
@@ -198,9 +203,9 @@ def _stop_on_gradient(sh, tol):
     return flow.descend(
         sh,
         sh.zeros(),
-        metrics.Identity(),
+        metric=metrics.Identity(),
         step=flow.HamiltonianStep(0.5),
-        iterations=500,
+        max_steps=500,
         tol=tol,
         stop_on="gradient",
     )
@@ -241,7 +246,7 @@ def test_theorem_5_14_across_N():
         tr_H = _stop_on_gradient(sh, eps_g)
         dH_H = float(jnp.max(jnp.abs(sh.hamiltonian_gradient(tr_H.U))))
         assert dH_H <= EPS_H * (1 + 1e-10), (N, dH_H)
-        rows.append((N, int(tr.n_iterations), dH, bound, int(tr_H.n_iterations), dH_H))
+        rows.append((N, int(tr.num_steps), dH, bound, int(tr_H.num_steps), dH_H))
 
     # dH/eps at the gradient stop grows like 1/h (observed 88, 695, 6992): a factor 10 in
     # N times a ratio of two stop fractions in (~0.5, 1] is > 5; 4 leaves a margin

@@ -16,7 +16,7 @@ import numpy as np
 
 import flow
 import stability
-from flow import _adaptive as adaptive, controls, problems
+from flow import controls, problems
 
 
 # %% [markdown]
@@ -57,9 +57,9 @@ param = controls.parameterize(sh, controls.Legendre(1))
 trace = flow.descend(
     param,
     param.zeros(),
-    flow.metrics.Identity(),
+    metric="identity",
     step=1.0,
-    iterations=500,
+    max_steps=500,
     tol=1e-11,
     stop_on="gradient",
 )
@@ -93,9 +93,9 @@ for degree in (1, 3, 5):
 # finite-difference error.
 
 # %%
-ash = adaptive.adaptive_shoot(problems.scalar_regularized(), 10, tol=1e-6)
+ash = flow.adaptive_shoot(problems.scalar_regularized(), 10, tol=1e-6)
 U = flow.probe_control(ash.reference)
-st = adaptive.s_term(ash, U)
+st = flow.s_term(ash, U)
 print(st)
 print(
     f"|S| = {st.s_norm:.2e} vs finite-difference noise {st.fd_noise:.1e}; "
