@@ -140,6 +140,7 @@ class AdaptiveShooting(AbstractShooting):
     solver: diffrax.AbstractERK
     tol: Float[Array, ""]
     max_steps: int = eqx.field(static=True)
+    forward_differentiable: ClassVar[bool] = False
 
     @property
     def grid(self) -> Float[Array, " Np1"]:

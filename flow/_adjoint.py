@@ -154,8 +154,8 @@ def continuous_adjoint_gradient(
     shooting: Shooting,
     U: RealArrayLike,
     *,
-    rtol: float,
-    atol: float,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
     solver: diffrax.AbstractSolver | None = None,
     ode_max_steps: int = 4096,
 ) -> ContinuousAdjoint:
@@ -181,7 +181,8 @@ def continuous_adjoint_gradient(
     discrete adjoint recursion (23) gives $\nabla E^N$ to rounding.
 
     **Arguments:** `shooting` (its grid and $E^N$), controls `U` `(N, m)`, the ODE
-    tolerances `rtol`, `atol` (required), `solver` (default `diffrax.Tsit5()`), and
+    tolerances `rtol`, `atol` (default 1e-10, 1e-12; recorded in the result), `solver`
+    (default `diffrax.Tsit5()`), and
     `ode_max_steps` per interval.
 
     **Returns:** a [`ContinuousAdjoint`][flow.indirect.ContinuousAdjoint].

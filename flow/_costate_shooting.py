@@ -186,7 +186,8 @@ class CostateTrajectory(AbstractResult):
     - `terminal_residual`: $\lambda(t_f) - \nabla E(x(t_f))$ on the user's state, `(n_user,)`;
     - `num_steps`: root-finder iterations; `result`: a
       [`flow.indirect.RESULTS`][flow.indirect.RESULTS] item;
-    - `tol`; `damping`: the Newton step factor used (None for a user root finder);
+    - `tol`, `rtol`, `atol`; `damping`: the Newton step factor used (None for a user
+      root finder);
     - `solution`: the `diffrax.Solution` of $(x, \lambda)$ with dense output;
     - `problem`, `control`: the problem and the control map $u(x, \lambda)$.
 
@@ -202,6 +203,8 @@ class CostateTrajectory(AbstractResult):
     num_steps: Int[Array, "*B"]
     result: RESULTS
     tol: float = eqx.field(static=True)
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
     damping: float | None = eqx.field(static=True)
     solution: diffrax.Solution
     problem: OptimalControlProblem
@@ -241,6 +244,8 @@ class CostateTrajectory(AbstractResult):
             problem=self.problem.name,
             num_steps=self.num_steps,
             tol=self.tol,
+            rtol=self.rtol,
+            atol=self.atol,
             damping=self.damping,
             lambda0=self.lambda0,
             terminal_residual=jnp.max(jnp.abs(self.terminal_residual), axis=-1),
@@ -295,8 +300,8 @@ def costate_shooting(
     problem: OptimalControlProblem,
     lambda0_guess: RealArrayLike,
     *,
-    rtol: float,
-    atol: float,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
     tol: float | None = None,
     max_steps: int = 50,
     control_law: Callable | None = None,
@@ -332,7 +337,9 @@ def costate_shooting(
       `(n,)` (without the running-cost component, which is 1); or a batch `(S, n)`:
       then every field of the result has a leading axis `S` (one vmapped root find
       per guess; `result.statuses` names each).
-    - `rtol`, `atol`: the ODE tolerances (diffrax `PIDController`; required).
+    - `rtol`, `atol`: the ODE tolerances (diffrax `PIDController`; default 1e-10,
+      1e-12: the residual $F$ is only as accurate as the ODE solve); recorded in the
+      result.
     - `tol`: the root finder's tolerance: converged when the Newton step satisfies
       $|\delta\lambda_0| \le$ `tol` $(1 + |\lambda_0|)$ and
       $\|F\|_\infty \le$ `tol` (default: 100 `rtol` on the step and 100 `atol` on
@@ -415,6 +422,8 @@ def costate_shooting(
         num_steps=steps,
         result=_from_code(code),
         tol=float(root_finder.rtol) if used_damping is not None else float("nan"),
+        rtol=rtol,
+        atol=atol,
         damping=used_damping,
         solution=dense,
         problem=problem,

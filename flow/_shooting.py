@@ -12,7 +12,7 @@ so `lambda_k` belongs to the interval k and equals dE^N/dx_{k+1}.
 
 import abc
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -48,6 +48,11 @@ class AbstractShooting(eqx.Module):
     """
 
     grid: AbstractVar[Float[Array, " Np1"]]
+
+    #: Whether forward-mode derivatives pass through `objective` after reverse mode
+    #: (Hessian-vector products; an implicit flow solver's Jacobian). False for the
+    #: adaptive map, whose diffrax step-size loop does not allow it.
+    forward_differentiable: ClassVar[bool] = True
 
     @property
     @abc.abstractmethod

@@ -19,6 +19,7 @@ from ._root_finders import StageNewton
 from ._validation import fraction, positive_int
 
 
+#: `solver="auto"`: explicit steps tried before the flow is declared stiff.
 EXPLICIT_PROBE_STEPS = 2000
 
 #: The explicit phase's tolerances without `tol` (an accurate trajectory to `tau1`).
@@ -156,9 +157,14 @@ def plan(solver, metric, shooting, U0, tol, rtol, atol, pcoeff, icoeff) -> list[
     if solver != "auto":
         implicit = isinstance(solver, diffrax.AbstractImplicitSolver)
         return [phase(solver, STIFF_TOLERANCES if implicit else explicit)]
+    if not shooting.forward_differentiable:
+        # no Hessian-vector products (an adaptive map): neither the spectral
+        # estimate nor an implicit solver's Jacobian exists; integrate explicitly
+        return [phase(diffrax.Tsit5(), explicit)]
     if not metric.constant:
-        # Newton: J = -(H + mu I)^-1 H has its eigenvalues in (-1, 0] where H > 0
-        dtmax = EXPLICIT_DAMPING / 1.0 if isinstance(metric, Newton) else None
+        # Newton: J = -(H + mu I)^-1 H has its eigenvalues in (-1, 0] where H > 0,
+        # so |mu_max| <= 1 near a minimiser
+        dtmax = EXPLICIT_DAMPING if isinstance(metric, Newton) else None
         return [phase(diffrax.Tsit5(), explicit, dtmax=dtmax)]
     size = shooting.N * shooting.control_dim
     stiff = stiff_solver(matrix_free=size > MATRIX_FREE_MIN)
@@ -172,8 +178,10 @@ def plan(solver, metric, shooting, U0, tol, rtol, atol, pcoeff, icoeff) -> list[
 
 @eqx.filter_jit
 def largest_rate(sh, metric, U, iterations: int = 30):
-    r"""$|\mu_{max}|$ of $J = -M^{-1}\nabla^2 E^N(U)$ by power iteration (real spectrum
-    for an SPD metric; a rough estimate, for the diagnosis only)."""
+    r"""$|\mu_{max}|$ of $J = -M^{-1}\nabla^2 E^N(U)$ by 30 steps of power iteration
+    (a real spectrum for an SPD metric; a rough estimate from below, about 30
+    Hessian-vector products): the explicit step cap of `solver="auto"`, and the
+    stiffness diagnosis of a `max_steps` stop."""
     grad = jax.grad(type(sh).objective, argnums=1)
 
     def J(V):

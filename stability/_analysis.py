@@ -106,6 +106,11 @@ class StabilityReport(AbstractResult):
         """The equilibrium search's result."""
         return self.equilibrium.result
 
+    @property
+    def U(self) -> Any:
+        """The equilibrium $U^*$, shape `(N, m)` (`equilibrium.U`)."""
+        return self.equilibrium.U
+
     def _details(self) -> str:
         return self.verdict
 

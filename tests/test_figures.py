@@ -189,7 +189,9 @@ def test_costates_figure_numbers():
 
     d = costates.compute(costates.NS_FULL)
     for rep in d["reports"].values():
-        assert all(s in ("converged", "completed") for s in rep.status.values()), rep.status
+        assert all(s in ("converged", "completed") for s in rep.route_status.values()), (
+            rep.route_status
+        )
     # Proposition 4.5: Newton on (36) reproduces the direct costates; the costates are
     # O(1) and N <= 160, so a few ulps (1e-16 each) bound the difference
     assert np.max(d["differences"]["conditions"]) < 1e-14

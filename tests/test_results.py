@@ -371,3 +371,17 @@ def test_analyze_refuses_a_nonfinite_start():
         stability.analyze(bad)
     with pytest.raises(gradflow.ProblemError, match="not finite"):
         gradflow.run_analysis(bad.problem, N=50, figures=False, out="/nonexistent/never-written")
+
+
+def test_adaptive_shooting_runs_through_the_one_interface():
+    """descend and gradient_flow drive an AdaptiveShooting like a Shooting (first-order
+    metrics; no Hessian-vector products through diffrax's step-size loop, so the flow
+    stays explicit). Descent with the grid re-chosen at every iterate stalls above a
+    tight tolerance (the term S, section 6.5), and the message says it stalled."""
+    ash = flow.adaptive_shoot(problems.scalar_regularized(), 10, tol=1e-6)
+    sol = flow.gradient_flow(ash, ash.zeros(), tol=1e-6)
+    assert sol.status == "converged" and sol.solver == "Tsit5"
+    trace = flow.descend(ash, ash.zeros(), step="armijo", max_steps=50, tol=1e-6, throw=False)
+    assert trace.status == "max_steps" and "has not fallen" in trace.message
+    with pytest.raises(NotImplementedError, match="Hessian-vector"):
+        ash.hessian_vector_product(ash.zeros(), ash.zeros())
