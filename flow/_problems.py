@@ -33,6 +33,21 @@ class _ControlPenalty(eqx.Module):
         return 0.5 * self.weight * jnp.sum(u**2)
 
 
+def _penalised_scalar(f, E, rho: float, default_rho: float, name: str) -> OptimalControlProblem:
+    """x' = f(x, u), x(0) = 0 on [0, 1], cost E(x(1)) + int rho/2 u^2 (n = m = 1);
+    named `name`, with rho in the name when it is not the default."""
+    return OptimalControlProblem(
+        f,
+        E,
+        x0=[0.0],
+        t0=0.0,
+        tf=1.0,
+        running_cost=_ControlPenalty(rho),
+        control_dim=1,
+        name=name if rho == default_rho else f"{name}(rho={rho:g})",
+    )
+
+
 def _positive_weight(name: str, value: Any) -> float:
     value = float(value)
     if not (np.isfinite(value) and value > 0):
@@ -74,16 +89,7 @@ def scalar_regularized(rho: Real = 1.0) -> OptimalControlProblem:
     **Arguments:** `rho > 0`, the control weight.
     """
     rho = _positive_weight("rho", rho)
-    return OptimalControlProblem(
-        _scalar_dynamics,
-        _scalar_endpoint,
-        x0=[0.0],
-        t0=0.0,
-        tf=1.0,
-        running_cost=_ControlPenalty(rho),
-        control_dim=1,
-        name="scalar_regularized" if rho == 1.0 else f"scalar_regularized(rho={rho:g})",
-    )
+    return _penalised_scalar(_scalar_dynamics, _scalar_endpoint, rho, 1.0, "scalar_regularized")
 
 
 def _lq_matrices(A, B, Q, R, S, x0):
@@ -352,16 +358,7 @@ def double_well(rho: Real = 0.5) -> OptimalControlProblem:
     rho = _positive_weight("rho", rho)
     if not rho < 1:
         raise ValueError(f"`rho` must be in (0, 1) for a saddle at U = 0; got {rho}.")
-    return OptimalControlProblem(
-        _integrator,
-        _double_well_endpoint,
-        x0=[0.0],
-        t0=0.0,
-        tf=1.0,
-        running_cost=_ControlPenalty(rho),
-        control_dim=1,
-        name="double_well" if rho == 0.5 else f"double_well(rho={rho:g})",
-    )
+    return _penalised_scalar(_integrator, _double_well_endpoint, rho, 0.5, "double_well")
 
 
 class _FishingDynamics(eqx.Module):

@@ -116,6 +116,13 @@ class HamiltonianStep(AbstractStepRule):
         )
 
 
+def _check_line_search(rule: Any) -> None:
+    """The backtracking parameters `Armijo` and `LBFGS` share."""
+    fraction(rule.beta, "beta")
+    fraction(rule.c1, "c1")
+    positive_int(rule.max_backtracks, "max_backtracks")
+
+
 def _armijo(shooting, U, value, grad, D, alpha0, beta, c1, max_backtracks):
     """Backtracking: the largest alpha0 * beta^j with
     E(U - alpha D) <= E(U) - c1 alpha <grad, D> (non-finite trial costs rejected)."""
@@ -161,9 +168,7 @@ class Armijo(AbstractStepRule):
 
     def __check_init__(self):
         positive_float(self.alpha0, "alpha0")
-        fraction(self.beta, "beta")
-        fraction(self.c1, "c1")
-        positive_int(self.max_backtracks, "max_backtracks")
+        _check_line_search(self)
 
     def update(self, shooting, U, value, grad, direction, state):
         d = direction(grad)
@@ -195,9 +200,7 @@ class LBFGS(AbstractStepRule):
 
     def __check_init__(self):
         positive_int(self.memory, "memory")
-        fraction(self.beta, "beta")
-        fraction(self.c1, "c1")
-        positive_int(self.max_backtracks, "max_backtracks")
+        _check_line_search(self)
 
     def init(self, shooting, U0, g0):
         k = self.memory
