@@ -146,15 +146,16 @@ def _trend(r: np.ndarray, tol: float) -> str:
     if window.size < 4:
         return text
     slope = float(np.polyfit(np.arange(window.size), np.log(window), 1)[0])
-    if slope < -1e-12:
-        more = math.log(tol / last) / slope
+    more = math.log(tol / last) / slope if slope < 0 else math.inf
+    if more <= 100 * r.size:
         return (
-            f"{text}; it was falling by a factor {math.exp(slope):.4g} per step (about "
+            f"{text}; it was falling by a factor {math.exp(slope):.6g} per step (about "
             f"{more:.3g} more steps to tol): raise max_steps, or take a larger step"
         )
     return (
-        f"{text}; it has not fallen over the last {window.size} steps (stalled: tol is "
-        f"below the residual's rounding floor, or the iteration oscillates)"
+        f"{text}; it has not fallen over the last {window.size} steps (factor "
+        f"{math.exp(slope):.6g} per step: stalled, as a line search does at the cost's "
+        f"rounding floor, or tol is below the residual's floor, or the iteration oscillates)"
     )
 
 

@@ -369,6 +369,16 @@ def analyze(
     return out
 
 
+#: How the verdict says what the replay did.
+_REPLAY = {
+    "converged": "converged",
+    "completed": "completed",
+    "max_steps": "stopped at max_steps before the tolerance",
+    "diverged": "diverged",
+    "nonfinite": "could not start (non-finite cost)",
+}
+
+
 def _verdict(eq, cls, bound, alpha, step_rule, trace, agrees) -> str:
     if not eq.success:
         return f"no equilibrium found ({eq.status}); the analysis below is at the last iterate"
@@ -385,10 +395,13 @@ def _verdict(eq, cls, bound, alpha, step_rule, trace, agrees) -> str:
         inside = alpha < bound.alpha_max
         text += (
             f"; alpha = {alpha:.4g} is {'inside' if inside else 'outside'} the bound and "
-            f"the replay {trace.status}"
+            f"the replay {_REPLAY.get(trace.status, trace.status)}"
         )
         if agrees is not None:
             text += " at the predicted rate" if agrees else " at a rate other than predicted"
     elif trace is not None:
-        text += f"; the replay with the {step_rule} line search {trace.status}"
+        text += (
+            f"; the replay with the {step_rule} line search "
+            f"{_REPLAY.get(trace.status, trace.status)}"
+        )
     return text
