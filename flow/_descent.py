@@ -17,14 +17,16 @@ from ._metrics import AbstractMetric, as_metric
 from ._results import RESULTS, AbstractResult
 from ._shooting import AbstractShooting
 from ._steps import AbstractStepRule, step_rule
-from ._validation import choice, positive_float, positive_int, shooting as check_shooting
+from ._validation import (
+    positive_float,
+    positive_int,
+    shooting as check_shooting,
+    stop_on as check_stop_on,
+)
 
 
 #: `save_iterates=True` refuses runs whose iterates would take more than this.
 SAVE_ITERATES_MAX_BYTES = 1024 * 2**20
-
-#: The residuals a tolerance can be measured on (every verb's `stop_on`).
-STOP_ON = ("hamiltonian", "gradient")
 
 
 class DescentTrace(AbstractResult):
@@ -210,7 +212,7 @@ def descend(
     check_shooting(shooting)
     metric = as_metric(metric)
     max_steps = positive_int(max_steps, "max_steps")
-    choice(stop_on, "stop_on", STOP_ON)
+    check_stop_on(stop_on)
     divergence_factor = positive_float(divergence_factor, "divergence_factor")
     if not divergence_factor > 1:
         raise ValueError(f"`divergence_factor` must be > 1; got {divergence_factor}.")

@@ -15,18 +15,17 @@ import diffrax
 import jax
 
 from ._custom_types import RealArrayLike
-from ._descent import STOP_ON
 from ._flow_phases import _integrate, _Settings, _start, _stopped_at_start
 from ._flow_solution import FlowSolution
 from ._metrics import AbstractMetric, as_metric
 from ._shooting import AbstractShooting
 from ._solver_choice import plan
 from ._validation import (
-    choice,
     optional_positive_float,
     positive_float,
     positive_int,
     shooting as check_shooting,
+    stop_on as check_stop_on,
 )
 
 
@@ -109,7 +108,7 @@ def gradient_flow(
     """
     check_shooting(shooting)
     metric = as_metric(metric)
-    choice(stop_on, "stop_on", STOP_ON)
+    check_stop_on(stop_on)
     tol = optional_positive_float(tol, "tol")
     tau1 = optional_positive_float(tau1, "tau1")
     if tau1 is None and tol is None:

@@ -72,6 +72,16 @@ def positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+#: The residuals a stopping tolerance can be measured on (every verb's `stop_on`):
+#: the Hamiltonian residual max_k |d_u H_k| (mesh-independent) or max |grad E^N|.
+STOP_ON = ("hamiltonian", "gradient")
+
+
+def stop_on(value: Any) -> str:
+    """`value` if it is one of `STOP_ON`, else a `ValueError` naming `stop_on`."""
+    return choice(value, "stop_on", STOP_ON)
+
+
 def choice(value: Any, name: str, options: Iterable[str]) -> str:
     """`value` if it is one of `options` (strings), else a `ValueError` listing them."""
     options = tuple(options)

@@ -3,6 +3,7 @@ value in the form a verb uses or raises a `TypeError`/`ValueError` naming the
 argument and what was expected."""
 
 from ._validation import (
+    STOP_ON as STOP_ON,
     choice as choice,
     controls as controls,
     float64_array as float64_array,
@@ -14,4 +15,5 @@ from ._validation import (
     positive_int as positive_int,
     real_array as real_array,
     shooting as shooting,
+    stop_on as stop_on,
 )

@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     an.add_argument(
         "--stop-on",
-        choices=("hamiltonian", "gradient"),
+        choices=flow.validation.STOP_ON,
         default="hamiltonian",
         help="the residual --tol is measured on: max|dH/du| or max|grad E^N| "
         "(default: %(default)s)",

@@ -299,7 +299,7 @@ def analyze(
     metric = metrics.as_metric(metric)
     U0 = sh.zeros() if U0 is None else validation.controls(sh, U0, "U0", finite=True)
     tol = validation.positive_float(tol, "tol")
-    validation.choice(stop_on, "stop_on", ("hamiltonian", "gradient"))
+    validation.stop_on(stop_on)
     max_steps = validation.positive_int(max_steps, "max_steps")
     report = sh.nonfinite_report(U0, "U0")
     if report is not None:

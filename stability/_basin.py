@@ -219,7 +219,7 @@ def basin(
     seed = positive_int(seed, "seed", minimum=0)
     spread = positive_float(spread, "spread", allow_zero=True)
     tol = positive_float(tol, "tol")
-    validation.choice(stop_on, "stop_on", ("hamiltonian", "gradient"))
+    validation.stop_on(stop_on)
     max_steps = positive_int(max_steps, "max_steps")
     shooting_max_steps = positive_int(shooting_max_steps, "shooting_max_steps")
     rtol = positive_float(rtol, "rtol")

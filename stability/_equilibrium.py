@@ -36,7 +36,6 @@ from flow import (
 # `stop_on` is annotated `str` (not a Literal) on the public verbs: its values are
 # checked by `flow.validation.choice`, which raises a ValueError naming them, where a
 # Literal would give a runtime type checker's TypeError instead.
-_STOP_ON = ("hamiltonian", "gradient")
 
 
 class Equilibrium(AbstractResult):
@@ -244,7 +243,7 @@ _solve_batch = eqx.filter_jit(
 
 def _options(shooting, tol, stop_on, max_steps, max_cg_steps, initial_radius):
     tol = validation.positive_float(tol, "tol")
-    validation.choice(stop_on, "stop_on", _STOP_ON)
+    validation.stop_on(stop_on)
     max_steps = validation.positive_int(max_steps, "max_steps")
     size = shooting.N * shooting.control_dim
     if max_cg_steps is None:
