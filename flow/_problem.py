@@ -11,10 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-
-def _check_callable(name: str, fn: Any, signature: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"`{name}` must be a callable {signature}; got {type(fn).__name__}.")
+from . import _validation as validation
 
 
 def _evaluate(name: str, fn: Callable, *args: Array) -> Array:
@@ -90,14 +87,11 @@ class OptimalControlProblem(eqx.Module):
         control_dim: Any,
         name: str = "custom",
     ):
-        _check_callable("dynamics", dynamics, "f(x, u) -> array of shape (n,)")
-        _check_callable("endpoint_cost", endpoint_cost, "E(x) -> scalar")
+        validation.function(dynamics, "dynamics", "f(x, u) -> array of shape (n,)")
+        validation.function(endpoint_cost, "endpoint_cost", "E(x) -> scalar")
         if running_cost is not None:
-            _check_callable("running_cost", running_cost, "L(x, u) -> scalar")
-        if isinstance(control_dim, bool) or not isinstance(control_dim, int | np.integer):
-            raise TypeError(f"`control_dim` must be an integer >= 1; got {control_dim!r}.")
-        if control_dim < 1:
-            raise ValueError(f"`control_dim` must be >= 1; got {control_dim}.")
+            validation.function(running_cost, "running_cost", "L(x, u) -> scalar")
+        control_dim = validation.positive_int(control_dim, "control_dim")
         for label, value in (("t0", t0), ("tf", tf)):
             if isinstance(value, bool) or not isinstance(
                 value, int | float | np.integer | np.floating

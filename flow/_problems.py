@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.integrate
 
+from . import _validation as validation
 from ._custom_types import Real, RealArrayLike
 from ._problem import OptimalControlProblem
 
@@ -48,13 +49,6 @@ def _penalised_scalar(f, E, rho: float, default_rho: float, name: str) -> Optima
     )
 
 
-def _positive_weight(name: str, value: Any) -> float:
-    value = float(value)
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a finite positive number; got {value}.")
-    return value
-
-
 def scalar_mayer() -> OptimalControlProblem:
     r"""The paper's signature problem (eq. (4)): a scalar Mayer problem.
 
@@ -88,7 +82,7 @@ def scalar_regularized(rho: Real = 1.0) -> OptimalControlProblem:
 
     **Arguments:** `rho > 0`, the control weight.
     """
-    rho = _positive_weight("rho", rho)
+    rho = validation.positive_float(rho, "rho")
     return _penalised_scalar(_scalar_dynamics, _scalar_endpoint, rho, 1.0, "scalar_regularized")
 
 
@@ -302,12 +296,12 @@ def cart_pole(
     return OptimalControlProblem(
         _cart_pole_dynamics,
         _TargetPenalty(
-            _positive_weight("terminal_weight", terminal_weight), (0.0, np.pi, 0.0, 0.0)
+            validation.positive_float(terminal_weight, "terminal_weight"), (0.0, np.pi, 0.0, 0.0)
         ),
         x0=[0.0, 0.0, 0.0, 0.0],
         t0=0.0,
         tf=float(T),
-        running_cost=_ControlPenalty(_positive_weight("control_weight", control_weight)),
+        running_cost=_ControlPenalty(validation.positive_float(control_weight, "control_weight")),
         control_dim=1,
         name="cart_pole",
     )
@@ -327,7 +321,9 @@ def unicycle(T: Real = 2.0, terminal_weight: float = 10.0) -> OptimalControlProb
     """
     return OptimalControlProblem(
         _unicycle_dynamics,
-        _TargetPenalty(_positive_weight("terminal_weight", terminal_weight), (1.0, 1.0, np.pi / 2)),
+        _TargetPenalty(
+            validation.positive_float(terminal_weight, "terminal_weight"), (1.0, 1.0, np.pi / 2)
+        ),
         x0=[0.0, 0.0, 0.0],
         t0=0.0,
         tf=float(T),
@@ -355,7 +351,7 @@ def double_well(rho: Real = 0.5) -> OptimalControlProblem:
     minimisers are the constant controls $u = \pm\sqrt{1 - \rho}$, with Hessian
     eigenvalues $\rho h$ ($N - 1$ times) and $h(2 - 2\rho)$.
     """
-    rho = _positive_weight("rho", rho)
+    rho = validation.positive_float(rho, "rho")
     if not rho < 1:
         raise ValueError(f"`rho` must be in (0, 1) for a saddle at U = 0; got {rho}.")
     return _penalised_scalar(_integrator, _double_well_endpoint, rho, 0.5, "double_well")
@@ -396,7 +392,7 @@ def lotka_volterra(rho: Real = 0.1) -> OptimalControlProblem:
 
     **Arguments:** `rho > 0`, the control weight.
     """
-    rho = _positive_weight("rho", rho)
+    rho = validation.positive_float(rho, "rho")
     return OptimalControlProblem(
         _FishingDynamics(rho),
         _third_state,
