@@ -72,6 +72,12 @@ class DiffraxStep(AbstractScheme):
         y1, _, _, _, _ = self.solver.step(term, zero, h, x, None, state, made_jump=False)
         return y1
 
+    def adjoint(self, f, x, u, h, lam):
+        """By reverse-mode differentiation of diffrax's step (a general tableau's
+        stage-by-stage adjoint is not written out here)."""
+        _, vjp = jax.vjp(lambda x_, u_: self.step(f, x_, u_, h), x, u)
+        return vjp(lam)
+
 
 def _check_solver(solver: Any) -> diffrax.AbstractERK:
     if not isinstance(solver, diffrax.AbstractERK) or not isinstance(
@@ -177,7 +183,11 @@ class AdaptiveShooting(AbstractShooting):
     def frozen_gradient(self, U: Any) -> Float[Array, "N m"]:
         r"""The gradient with the grid held fixed, the first term of (59):
         `jax.grad` through diffrax, whose controller stops gradients through the
-        step sizes."""
+        step sizes.
+
+        **Raises:** an `EquinoxRuntimeError` when a reference interval needs more than
+        `max_steps` steps (or the solver fails), as [`cost`][] does.
+        """
         return _grad(self, self.check_controls(U))
 
     def adaptive_grid(self, U: Any) -> AdaptiveGrid:
@@ -307,7 +317,20 @@ _cost = eqx.filter_jit(_cost_impl)
 
 @eqx.filter_jit
 def _grad(ash: AdaptiveShooting, U: Array) -> Array:
-    return jax.grad(_cost_impl, argnums=1)(ash, U)
+    # The solver's success flag is checked on the gradient itself: under jax.grad the
+    # value (and an eqx.error_if attached to it) is dead code, so a failed interval
+    # would otherwise return a silent, wrong gradient.
+    def cost_and_ok(U):
+        xN, (ok, _, _) = _solve(ash, U, False)
+        return ash.problem.augmented_endpoint_cost(xN), jnp.all(ok)
+
+    g, ok = jax.grad(cost_and_ok, has_aux=True)(U)
+    return eqx.error_if(
+        g,
+        ~ok,
+        "AdaptiveShooting: a reference interval needed more than `max_steps` steps "
+        "(or the solver failed); raise max_steps or loosen tol.",
+    )
 
 
 @eqx.filter_jit

@@ -63,6 +63,30 @@ class Parameterized(AbstractScheme):
         xN, _ = jax.lax.scan(body, x, (U, inner.steps))
         return xN
 
+    def adjoint(self, f, x, u, h, lam):
+        r"""The inner discrete adjoint (23) run back over the inner grid from
+        $\lambda_{N-1} = $ `lam`, each inner step by its scheme's
+        [`adjoint`][flow.AbstractScheme.adjoint]: $\lambda_{-1}$ (the sensitivity to
+        $x_0$) and $B^T\nabla_U$ (eq. (43))."""
+        del f, h
+        inner = self.shooting
+        F = inner.problem.augmented_dynamics
+        U = self.controls(u)
+
+        def forward(y, inp):
+            uk, hk = inp
+            return inner.scheme.step(F, y, uk, hk), y
+
+        _, xs = jax.lax.scan(forward, x, (U, inner.steps))
+
+        def backward(mu, inp):
+            xk, uk, hk = inp
+            mu_prev, g = inner.scheme.adjoint(F, xk, uk, hk, mu)
+            return mu_prev, g
+
+        mu0, G = jax.lax.scan(backward, lam, (xs, U, inner.steps), reverse=True)
+        return mu0, (self.matrix.T @ G.reshape(-1)).reshape(jnp.shape(u))
+
 
 def parameterize(shooting: Shooting, basis: AbstractBasis | RealArrayLike) -> Shooting:
     r"""The parameterized problem $(Q^N_C)$, eq. (41): minimise

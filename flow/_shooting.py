@@ -205,7 +205,10 @@ class Shooting(AbstractShooting):
 
         - `"autodiff"`: reverse-mode differentiation of the whole scan (`jax.grad`);
         - `"costate"`: the hand-written adjoint recursion,
-          $\partial E^N/\partial u_k = \partial_u\Phi(x_k, u_k, h_k)^T\lambda_k$;
+          $\partial E^N/\partial u_k = \partial_u\Phi(x_k, u_k, h_k)^T\lambda_k$,
+          each step by the scheme's written-out adjoint
+          ([`AbstractScheme.adjoint`][flow.AbstractScheme.adjoint]: transposed
+          Jacobians of $f$ at the stage points, no differentiation of the scan);
         - `"finite-difference"`: central differences on each component with step
           $\delta_j = \epsilon^{1/3}\max(1, |U_j|)$, $\epsilon$ = float64 machine
           epsilon. Error about $\epsilon^{2/3}(|E^N| + |E'''|)$, i.e. ~1e-10
@@ -328,14 +331,15 @@ def _grad(sh: Shooting, U: Array) -> Array:
 
 def _adjoint_impl(sh: Shooting, U: Array, keep_costates: bool):
     """The discrete adjoint (23)/(25) by hand: states x_0..x_{N-1}, costates and
-    dE^N/du_k = (dPhi/du)^T lambda_k."""
+    dE^N/du_k = (dPhi/du)^T lambda_k, each step by `AbstractScheme.adjoint` (no
+    differentiation of the step map or the scan)."""
     xs, xN = _forward(sh, U)
     lam_last = jax.grad(sh.problem.augmented_endpoint_cost)(xN)
 
     def body(lam, inp):  # lam = lambda_k
         x, u, h = inp
-        _, vjp = jax.vjp(lambda x_, u_: _step(sh, x_, u_, h), x, u)
-        lam_prev, g = vjp(lam)  # lambda_{k-1}, dE^N/du_k
+        # lambda_{k-1} and dE^N/du_k by the scheme's hand-written adjoint
+        lam_prev, g = sh.scheme.adjoint(sh.problem.augmented_dynamics, x, u, h, lam)
         return lam_prev, ((lam, g) if keep_costates else g)
 
     _, out = jax.lax.scan(body, lam_last, (xs, U, sh.steps), reverse=True)
