@@ -59,6 +59,13 @@ def compare(
     every iterate up to the end of both runs).
 
     **Returns:** a [`Comparison`][].
+
+    **Raises:** `TypeError` when `trace` is not a `DescentTrace` or `flow_solution`
+    not a `FlowSolution`; `ValueError` for a non-positive `tau_max`, a `trace`
+    without iterates, a `flow_solution` without dense output (saved without
+    `dense=True`, or stopped at the start), controls of different shapes, or
+    different starts ($U_0$ of the trace against $U(0)$ of the flow, to a relative
+    $10^{-12}$). The metric is recorded by neither result and is not checked.
     """
     instance(trace, "trace", DescentTrace, "from flow.descend(..., save_iterates=True)")
     instance(flow_solution, "flow_solution", FlowSolution, "from flow.gradient_flow")
@@ -67,10 +74,29 @@ def compare(
         raise ValueError(
             "`trace` has no iterates: run descend(..., save_iterates=True) to compare."
         )
+    if not flow_solution.solutions:
+        raise ValueError(
+            f"`flow_solution` has no dense output: it stopped at the start "
+            f"({flow_solution.status}) without integrating."
+        )
     if any(sol.interpolation is None for sol in flow_solution.solutions):
         raise ValueError(
             "`flow_solution` has no dense output: run gradient_flow(..., "
             "saveat=diffrax.SaveAt(t1=True, dense=True))."
+        )
+    shape_t, shape_f = tuple(trace.U.shape), tuple(flow_solution.U.shape)
+    if shape_t != shape_f:
+        raise ValueError(
+            f"`flow_solution` has controls of shape {shape_f}, `trace` of shape {shape_t}: "
+            f"compare runs of the same shooting problem."
+        )
+    start_t = np.asarray(trace.iterates[0])
+    start_f = np.asarray(flow_solution.evaluate(flow_solution.phase_starts[0]))
+    gap = float(np.max(np.abs(start_t - start_f)))
+    if not gap <= 1e-12 * (1.0 + float(np.max(np.abs(start_t)))):
+        raise ValueError(
+            f"`flow_solution` starts elsewhere than `trace`: max |U0_trace - U_flow(0)| "
+            f"= {gap:.3g}; compare runs from the same U0."
         )
     n = int(trace.num_steps)
     taus = np.asarray(trace.taus)[: n + 1]

@@ -118,6 +118,14 @@ def _terminal_residual(problem, yT):
     return (lamT - jax.grad(problem.augmented_endpoint_cost)(xT))[:n]
 
 
+def _terminal_terms(problem, yT):
+    """max(|lambda(tf)| + |grad E(x(tf))|): the size of the two terms whose difference
+    is the residual; it resolves nothing below eps times this."""
+    na, n = problem.augmented_dim, problem.state_dim
+    xT, lamT = yT[:na], yT[na:]
+    return jnp.max((jnp.abs(lamT) + jnp.abs(jax.grad(problem.augmented_endpoint_cost)(xT)))[:n])
+
+
 def _costate_kernel(problem, control, solver, root_finder, lam0, rtol, atol, ode_max_steps, steps):
     """Root-find lambda(t0), then the dense solution. Pure JAX (vmappable)."""
 
@@ -153,6 +161,7 @@ def _costate_kernel(problem, control, solver, root_finder, lam0, rtol, atol, ode
         diffrax.RecursiveCheckpointAdjoint(),
     )
     r = _terminal_residual(problem, dense.ys[-1])
+    terms = _terminal_terms(problem, dense.ys[-1])
     res = root.result
     code = jnp.where(
         res == optx.RESULTS.successful,
@@ -166,7 +175,7 @@ def _costate_kernel(problem, control, solver, root_finder, lam0, rtol, atol, ode
     ode_ok = dense.result == diffrax.RESULTS.successful
     finite = jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(lam))
     code = jnp.where(ode_ok & finite, code, 2)
-    return lam, r, root.stats["num_steps"], code, dense
+    return lam, r, terms, root.stats["num_steps"], code, dense
 
 
 _costate_kernel_jit = eqx.filter_jit(_costate_kernel)
@@ -355,7 +364,11 @@ def costate_shooting(
       the status (always for a batch).
 
     **Returns:** a [`CostateTrajectory`][flow.indirect.CostateTrajectory]: evaluate
-    $x(t), \lambda(t), u(t)$ at any times.
+    $x(t), \lambda(t), u(t)$ at any times. Its status is `diverged` also when the
+    residual met its tolerance only because it is below the rounding of its terms
+    ($\epsilon(|\lambda(t_f)| + |\nabla E(x(t_f))|)$ above the residual tolerance:
+    $\lambda_0$ ran off to where the difference rounds to zero, as on a problem
+    without a root).
 
     **Raises:** `ValueError` naming $\partial_{uu}H$ when it is singular at
     $(x_0, \lambda_0)$ and no `control_law` is given (control-affine problems without
@@ -400,7 +413,7 @@ def costate_shooting(
     )
     control = _make_control(problem, control_law, lam0[0] if batched else lam0, u_start)
     kernel = _costate_kernel_batch if batched else _costate_kernel_jit
-    lam, r, steps, code, dense = kernel(
+    lam, r, terms, steps, code, dense = kernel(
         problem,
         control,
         solver,
@@ -411,6 +424,13 @@ def costate_shooting(
         ode_max_steps,
         max_steps,
     )
+    # A residual below the rounding of its terms is no evidence of a root: Newton can
+    # run lambda0 off to ~1e16, where lambda(tf) - grad E(x(tf)) rounds to zero. A
+    # "root" whose terms are so large that eps times them exceeds the residual
+    # tolerance is reported as a divergence.
+    f_check = (100 * atol if tol is None else tol) if used_damping is not None else 100 * atol
+    unresolved = np.finfo(np.float64).eps * np.asarray(terms) > f_check
+    code = jnp.where(jnp.asarray(unresolved) & (code == 0), 2, code)
     aug = (
         jax.vmap(lambda v: _augment_costate(problem, v))
         if batched

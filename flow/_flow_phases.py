@@ -44,6 +44,7 @@ class _Settings(eqx.Module):
     curvature: bool
     dt0: float | None
     saveat: diffrax.SaveAt
+    dtmin: float | None = None
 
 
 @eqx.filter_jit
@@ -154,6 +155,8 @@ def _phase_kernel(
             pcoeff=phase.pcoeff,
             icoeff=phase.icoeff,
             dtmax=phase.dtmax,
+            dtmin=settings.dtmin,
+            force_dtmin=False,  # a step below dtmin ends the solve (solver_failed)
         ),
         event=event,
         max_steps=max_steps,
@@ -333,7 +336,15 @@ def _diagnose(sh, U0, metric, settings, last, n, accepted, phase: Phase, status:
             )
         return f"The state became non-finite near tau = {tau:.6g} after {n} steps"
     if status == "solver_failed":
-        return f"At tau = {tau:.4g} after {n} steps (residual {format_number(r, '.3e')})"
+        reason = str(diffrax.RESULTS[last["solution"].result]).rstrip(".")
+        if settings.dtmin is not None:
+            reason = reason.replace(
+                "minimum step size", f"minimum step size dtmin = {settings.dtmin:.3g}"
+            )
+        return (
+            f"At tau = {tau:.6g} after {n} steps (residual {format_number(r, '.3e')}); "
+            f"diffrax: {reason or 'no reason given'}"
+        )
     if status != "max_steps":
         return ""
     r0 = float(_start_kernel(sh, U0, metric, settings.on_hamiltonian)[1])

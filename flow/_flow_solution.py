@@ -67,7 +67,17 @@ class FlowSolution(AbstractResult):
 
     def evaluate(self, tau: Any) -> Float[Array, "... N m"]:
         r"""$U(\tau)$ from diffrax's dense output (needs `saveat=SaveAt(dense=True)`);
-        `tau` may be an array of times."""
+        `tau` may be an array of times.
+
+        **Raises:** `ValueError` when there is no dense output: the flow was saved
+        without `dense=True`, or it stopped at the start (`nonfinite`, `indefinite`)
+        without integrating.
+        """
+        if not self.solutions:
+            raise ValueError(
+                f"this FlowSolution has no dense output: the flow stopped at the start "
+                f"({self.status}) without integrating."
+            )
         if any(sol.interpolation is None for sol in self.solutions):
             raise ValueError(
                 "this FlowSolution has no dense output: call gradient_flow(..., "

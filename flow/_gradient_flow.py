@@ -47,6 +47,7 @@ def gradient_flow(
     atol: float | None = None,
     saveat: diffrax.SaveAt | None = None,
     dt0: float | None = None,
+    dtmin: float | None = None,
     pcoeff: float | None = None,
     icoeff: float | None = None,
     divergence_factor: float = 1e6,
@@ -73,6 +74,11 @@ def gradient_flow(
     - `saveat`: a `diffrax.SaveAt` (default: start and end); use
       `SaveAt(t1=True, dense=True)` for [`compare`][flow.compare].
     - `dt0`: the initial step (default: chosen by the controller).
+    - `dtmin`: the smallest step the controller may propose (default: none). A flow
+      whose step size collapses below it (a finite-time blow-up with a large
+      `divergence_factor`, a solver that cannot meet `rtol`) stops with
+      `solver_failed` at that $\tau$ instead of spending `max_steps` on rejected
+      steps.
     - `pcoeff`, `icoeff`: the PID controller's coefficients (default: diffrax's I
       controller for explicit solvers, `0.3, 0.3` for implicit ones).
     - `divergence_factor`: the flow is declared diverged where the state is not
@@ -102,9 +108,25 @@ def gradient_flow(
     non-finite state), `nonfinite` (the cost or gradient at `U0`), `indefinite` (a
     non-constant metric met non-positive curvature: the Newton flow is not a
     descent flow there; the first such $\tau$ is in `indefinite_at` and the
-    message), `solver_failed`.
+    message), `solver_failed` (diffrax reported an error: the step size fell below
+    `dtmin`, or the solver failed a step; the message quotes diffrax's reason).
+
+    **Batching.** `gradient_flow` is a host-side driver (it checks the start, chooses
+    and hands over phases, and reads statuses on concrete values); its diffrax solves
+    are compiled once per shape and reused for every new `U0` of that shape. It
+    cannot itself run under `jax.jit` or `jax.vmap`. To integrate many starts at
+    once, vmap a diffrax solve of [`vector_field`][flow.vector_field]:
+    `jax.vmap(lambda U0: diffrax.diffeqsolve(diffrax.ODETerm(flow.vector_field(sh,
+    metric)), solver, 0.0, tau1, None, U0, stepsize_controller=...).ys[-1])`.
 
     **Returns:** a [`FlowSolution`][flow.FlowSolution].
+
+    **Raises:** `TypeError`/`ValueError` naming a bad argument (a `U0` that is not
+    float64 of shape (N, m), a non-positive tolerance, ...); `ValueError` for a traced
+    `U0` (a call under `jax.jit`/`jax.vmap`, see *Batching*); with `throw=True`,
+    [`DivergenceError`][flow.DivergenceError] for `diverged`/`nonfinite` and
+    [`ConvergenceError`][flow.ConvergenceError] for `max_steps`, `indefinite` and
+    `solver_failed`.
     """
     check_shooting(shooting)
     metric = as_metric(metric)
@@ -117,6 +139,7 @@ def gradient_flow(
     rtol = optional_positive_float(rtol, "rtol")
     atol = optional_positive_float(atol, "atol")
     dt0 = optional_positive_float(dt0, "dt0")
+    dtmin = optional_positive_float(dtmin, "dtmin")
     divergence_factor = positive_float(divergence_factor, "divergence_factor")
     if not divergence_factor > 1:
         raise ValueError(f"`divergence_factor` must be > 1; got {divergence_factor}.")
@@ -134,7 +157,7 @@ def gradient_flow(
     saveat = diffrax.SaveAt(t0=True, t1=True) if saveat is None else saveat
     settings = _Settings(
         tol=tol, on_hamiltonian=stop_on == "hamiltonian", stop_on=stop_on,
-        curvature=not metric.constant, dt0=dt0, saveat=saveat,
+        curvature=not metric.constant, dt0=dt0, saveat=saveat, dtmin=dtmin,
     )  # fmt: skip
     horizon = tau1 if tau1 is not None else 1e30
 
@@ -150,6 +173,7 @@ def gradient_flow(
             "max_steps": "",
             "diverged": "",
             "indefinite": "Start nearer a minimiser, or use metric='hamiltonian'.",
+            "solver_failed": "Check the flow for a blow-up; lower `dtmin` or loosen rtol.",
         }.get(sol.status, "")
         sol.raise_for_status("gradient_flow", hint)
     return sol

@@ -21,6 +21,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._krylov import truncated_cg
 from ._shooting import AbstractShooting
+from ._validation import positive_float, positive_int
 
 
 class MetricSolve(NamedTuple):
@@ -110,18 +111,36 @@ class Hamiltonian(AbstractDiagonalMetric):
         return jnp.broadcast_to(shooting.steps[:, None], shooting.control_shape)
 
 
+def _real_matrix(value: Any, name: str) -> np.ndarray:
+    """`value` as a float64 numpy array, or a `TypeError` naming `name`."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"`{name}` must be a real array; got dtype {arr.dtype}.")
+    return arr.astype(np.float64)
+
+
 class Diagonal(AbstractDiagonalMetric):
-    r"""A user-given constant diagonal metric $M = \mathrm{diag}(d)$, $d > 0$, (N, m)."""
+    r"""A user-given constant diagonal metric $M = \mathrm{diag}(d)$, $d > 0$, (N, m).
+
+    **Raises:** `TypeError` when `d` is not a real array; `ValueError` when it is not
+    two-dimensional, has a non-finite or a non-positive entry (the message gives the
+    first such index), or (when used) its shape differs from the controls' (N, m).
+    """
 
     name: ClassVar[str] = "diagonal"
     d: Float[Array, "N m"]
 
     def __init__(self, d: Any):
-        d_np = np.asarray(d, dtype=np.float64)
+        d_np = _real_matrix(d, "d")
         if d_np.ndim != 2:
             raise ValueError(f"`d` must have shape (N, m); got {d_np.shape}.")
-        if not (np.all(np.isfinite(d_np)) and np.all(d_np > 0)):
-            raise ValueError("`d` must be finite and positive.")
+        bad = ~np.isfinite(d_np)
+        if np.any(bad):
+            k = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"`d` must be finite; d{list(k)} = {d_np[k]}.")
+        if not np.all(d_np > 0):
+            k = tuple(int(i) for i in np.argwhere(d_np <= 0)[0])
+            raise ValueError(f"`d` must be positive (an SPD metric); d{list(k)} = {d_np[k]}.")
         self.d = jnp.asarray(d_np)
 
     def diagonal(self, shooting):
@@ -140,7 +159,14 @@ class DiagonalHessian(AbstractMetric):
     The exact diagonal costs $Nm$ Hessian-vector products (the Hessian of a
     shooting problem is dense), so `prepare` refuses $Nm >$ `max_size`; pass a
     [`Diagonal`][] for larger problems. Use the metric through `prepare(...)`
-    (done by `gradient_flow` and `descend`).
+    (done by `gradient_flow` and `descend`). Negative diagonal entries (non-convex
+    directions) enter with their absolute value; entries below `floor` times the
+    largest are raised to that level.
+
+    **Raises:** `ValueError` for `floor` outside $[0, 1)$ or `max_size` < 1; from
+    `prepare`, a `ValueError` naming `U0` when the Hessian's diagonal is not finite
+    there, or when it vanishes (every entry zero, as for a cost linear in $U$, or
+    some entry zero with `floor=0`): no positive diagonal metric can be built.
     """
 
     constant: ClassVar[bool] = True
@@ -148,13 +174,32 @@ class DiagonalHessian(AbstractMetric):
     floor: float = 1e-8
     max_size: int = 4096
 
+    def __check_init__(self):
+        floor = positive_float(self.floor, "floor", allow_zero=True)
+        if not floor < 1:
+            raise ValueError(f"`floor` must be in [0, 1); got {floor}.")
+        positive_int(self.max_size, "max_size")
+
     def prepare(self, shooting, U0):
         H = shooting.hessian(U0, max_size=self.max_size)
-        d = jnp.abs(jnp.diag(H))
-        d = jnp.maximum(d, self.floor * jnp.max(d))
-        if not bool(jnp.all(d > 0)):
-            raise ValueError("`DiagonalHessian`: the Hessian's diagonal vanishes at U0.")
-        return Diagonal(np.asarray(d).reshape(shooting.control_shape))
+        raw = np.asarray(jnp.diag(H))
+        if not np.all(np.isfinite(raw)):
+            k = int(np.argmin(np.isfinite(raw)))
+            raise ValueError(
+                f"`DiagonalHessian`: the Hessian's diagonal is not finite at `U0` "
+                f"(entry {k} of U0.reshape(-1) is {raw[k]})."
+            )
+        d = np.abs(raw)
+        d = np.maximum(d, self.floor * np.max(d))
+        if not np.all(d > 0):
+            k = int(np.argmin(d > 0))
+            raise ValueError(
+                f"`DiagonalHessian`: the Hessian's diagonal vanishes at `U0` (entry {k} "
+                f"of U0.reshape(-1) is 0, max |diag| = {np.max(np.abs(raw)):.3g}); no "
+                f"positive diagonal metric follows from it. Use metric='hamiltonian' or "
+                f"a Diagonal(d)."
+            )
+        return Diagonal(d.reshape(shooting.control_shape))
 
     def solve(self, shooting, U, G):
         raise TypeError(
@@ -178,6 +223,9 @@ class Newton(AbstractMetric):
     scale). Either way `ok = False`: `descend` counts such steps as fallback
     steps and `gradient_flow` stops with the `indefinite` status. Newton never
     ascends silently.
+
+    **Raises:** `ValueError` for a negative or non-finite `damping`, a non-positive
+    `rtol` or `max_steps` < 1.
     """
 
     constant: ClassVar[bool] = False
@@ -185,6 +233,11 @@ class Newton(AbstractMetric):
     damping: float = 0.0
     rtol: float = 1e-10
     max_steps: int = 2000
+
+    def __check_init__(self):
+        positive_float(self.damping, "damping", allow_zero=True, allow_traced=True)
+        positive_float(self.rtol, "rtol", allow_traced=True)
+        positive_int(self.max_steps, "max_steps")
 
     def solve(self, shooting, U, G):
         mu = self.damping
@@ -206,6 +259,12 @@ class Fixed(AbstractMetric):
     tagged positive semi-definite (for example a BFGS matrix from a previous run).
 
     Dense matrices are solved by Cholesky, operators by CG.
+
+    **Raises:** `TypeError` when `operator` is neither a lineax operator nor a real
+    array; `ValueError` when a matrix is not square, not finite, not symmetric (to a
+    relative 1e-12) or not positive definite (its Cholesky factorization fails), when
+    an operator is not tagged positive semi-definite, or (when used) when its size
+    differs from the controls' N*m.
     """
 
     constant: ClassVar[bool] = True
@@ -222,11 +281,14 @@ class Fixed(AbstractMetric):
             self.operator = operator
             self.solver = lx.CG(rtol=rtol, atol=atol)
             return
-        M = np.asarray(operator, dtype=np.float64)
+        M = _real_matrix(operator, "operator")
         if M.ndim != 2 or M.shape[0] != M.shape[1]:
             raise ValueError(f"`operator` must be a square (N*m, N*m) matrix; got {M.shape}.")
+        if not np.all(np.isfinite(M)):
+            raise ValueError("`operator` must be finite.")
         if not np.allclose(M, M.T, rtol=1e-12, atol=0):
-            raise ValueError("`operator` must be symmetric.")
+            asym = float(np.max(np.abs(M - M.T)))
+            raise ValueError(f"`operator` must be symmetric; max |M - M^T| = {asym:.3g}.")
         try:
             np.linalg.cholesky(M)
         except np.linalg.LinAlgError:

@@ -158,7 +158,12 @@ class Armijo(AbstractStepRule):
     as a fallback step. Near a minimiser the decrease a line search must verify,
     $\sim \nabla E^N\cdot D$, falls below the cost's rounding $\epsilon|E^N|$, so
     line searches stall at a residual floor; use a constant step or Newton for
-    residuals near rounding."""
+    residuals near rounding.
+
+    **Raises:** `ValueError` naming the parameter for `alpha0` not finite and
+    positive, `beta` or `c1` outside the open interval (0, 1), or `max_backtracks`
+    < 1; `TypeError` for a value that is not a number (or, for `max_backtracks`, not
+    an integer)."""
 
     name: ClassVar[str] = "armijo"
     alpha0: float = 1.0
@@ -190,6 +195,10 @@ class LBFGS(AbstractStepRule):
     quasi-Newton iteration inherits its mesh independence. Pairs with
     $s^T y \le 10^{-12}\|s\|\|y\|$ are skipped; a non-descent direction resets to
     $M^{-1}\nabla E^N$.
+
+    **Raises:** `ValueError` naming the parameter for `memory` or `max_backtracks`
+    < 1, or `beta` or `c1` outside the open interval (0, 1); `TypeError` for a value
+    of the wrong type.
     """
 
     name: ClassVar[str] = "lbfgs"

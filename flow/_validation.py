@@ -116,11 +116,19 @@ def real_array(
     finite: bool = True,
 ) -> Array:
     """`value` as a float64 JAX array (of exactly `shape`, if given), finite unless
-    `finite=False` (checked only when concrete). `what` says what the array holds."""
+    `finite=False` (checked only when concrete). `what` says what the array holds.
+    Integers and Python numbers are converted; a float dtype other than float64
+    (float32, float16) is refused, as it would silently carry single-precision
+    values into a float64 computation."""
     arr = value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
     described = f" ({what})" if what else ""
     if np.dtype(arr.dtype).kind not in "fiu":
         raise TypeError(f"`{name}` must be a real array{described}; got dtype {arr.dtype}.")
+    if np.dtype(arr.dtype).kind == "f" and np.dtype(arr.dtype) != np.float64:
+        raise TypeError(
+            f"`{name}` must be a float64 array{described}; got dtype {arr.dtype}. Convert "
+            f"with jnp.asarray({name}, dtype=float)."
+        )
     if shape is not None and tuple(arr.shape) != tuple(shape):
         raise ValueError(
             f"`{name}` must have shape {tuple(shape)}{described}; got {tuple(arr.shape)}."
