@@ -15,8 +15,23 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import Phase, settings  # noqa: E402
+
+
+# Hypothesis is seeded: the same examples on every run and machine. The "mutation"
+# profile (`--hypothesis-profile=mutation`, used by .ci/mutation_check.py) skips
+# shrinking, which only makes a failure smaller, not more certain.
+settings.register_profile("default", derandomize=True)
+settings.register_profile(
+    "mutation", derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+)
+settings.load_profile("default")
 
 
 @pytest.fixture
@@ -52,3 +67,29 @@ def _release_compiled_code():
     yield
     if _memory_maps() > MAX_MAPS:
         jax.clear_caches()
+
+
+#: The environment variable that hands the run's compilation cache to xdist workers.
+_CACHE_ENV = "GRADFLOW_TEST_COMPILATION_CACHE"
+
+
+def pytest_configure(config):
+    """One JAX persistent compilation cache for the whole run, in a fresh temporary
+    directory (a clean run starts empty, as CI does): the xdist workers and the
+    modules after a `jax.clear_caches()` load kernels another part of the run
+    compiled instead of compiling them again. Removed when the run ends."""
+    if _CACHE_ENV not in os.environ:
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="gradflow-tests-jax-cache-")
+        config.stash[_owner] = os.environ[_CACHE_ENV]
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def pytest_unconfigure(config):
+    owned = config.stash.get(_owner, None)
+    if owned is not None:
+        shutil.rmtree(owned, ignore_errors=True)
+        os.environ.pop(_CACHE_ENV, None)
+
+
+_owner = pytest.StashKey[str]()

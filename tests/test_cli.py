@@ -273,3 +273,27 @@ def test_bad_input_in_a_subprocess():
     assert proc.returncode == 2
     assert _one_line(proc.stderr) and "unknown problem 'nope'" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_console_script_by_name():
+    """The installed `gradflow` entry point (next to the interpreter), not `python -m`:
+    --help and a real command (`problems`), each in its own process (run together;
+    `python -m gradflow._cli` covers the rest of the command line)."""
+    script = pathlib.Path(sys.executable).parent / "gradflow"
+    assert script.is_file(), f"{script} is missing: install the package (pip install -e .)"
+    procs = {
+        k: subprocess.Popen(
+            [str(script), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for k, argv in {"help": ["--help"], "problems": ["problems"]}.items()
+    }
+    out = {k: (*p.communicate(timeout=120), p.returncode) for k, p in procs.items()}
+    text, err, code = out["help"]
+    assert code == 0 and err == ""
+    assert text.startswith("usage: gradflow [-h] [--version] {analyze,problems,figures}")
+    text, err, code = out["problems"]
+    assert code == 0 and err == ""
+    names = [line.split()[0] for line in text.strip().splitlines()]
+    assert names == list(flow.problems.BUILTIN)
+    (default,) = [line for line in text.splitlines() if line.endswith("(default)")]
+    assert default.split()[0] == flow.problems.DEFAULT_PROBLEM

@@ -11,6 +11,8 @@ import flow
 from flow import metrics, problems
 
 
+EPS = np.finfo(np.float64).eps
+
 LQ = dict(
     A=[[0.0, 1.0], [-2.0, -0.3]],
     B=[[0.0], [1.0]],
@@ -91,13 +93,119 @@ def test_linear_rate_and_divergence_iteration_on_lq():
         flow.descend(
             sh, U0, metric=metrics.Identity(), step=alpha, max_steps=2000, divergence_factor=factor
         )
-    # just inside the bound it converges, at the predicted rate
-    alpha = 0.9 * alpha_max
-    rho = max(abs(1 - alpha * mu[-1]), abs(1 - alpha * mu[0]))
-    tr = flow.descend(sh, U0, metric=metrics.Identity(), step=alpha, max_steps=100, throw=False)
-    g = np.asarray(tr.gradient_norm)
-    np.testing.assert_allclose(g[60] / g[59], abs(1 - alpha * mu[-1]), rtol=1e-6)
-    assert rho < 1
+
+
+def test_gradient_history_and_step_count_on_lq_in_closed_form(rng):
+    """Just inside the bound (alpha = 0.9 alpha_max) from a generic start: the package's
+    |g_i|_inf against the closed form |(I - alpha H)^i (H U0 + b)|_inf (numpy), and the
+    number of steps to |g|_inf <= tol against the first i where the closed form gets
+    there."""
+    sh, H, b = lq_setup()
+    N = H.shape[0]
+    alpha = 0.9 * 2.0 / np.linalg.eigvalsh(H)[-1]
+    U0 = -np.linalg.solve(H, b) + rng.normal(size=N)
+    K = 120
+    g = H @ U0 + b
+    G = [np.max(np.abs(g))]
+    for _ in range(K):
+        g = g - alpha * (H @ g)
+        G.append(np.max(np.abs(g)))
+    G = np.asarray(G)
+    tr = flow.descend(
+        sh,
+        jnp.asarray(U0[:, None]),
+        metric=metrics.Identity(),
+        step=alpha,
+        max_steps=K,
+        stop_on="gradient",
+        throw=False,
+    )
+    assert tr.status == "completed" and int(tr.num_steps) == K
+    # rounding: each step rounds U_i at eps |U| and the error map I - alpha H is a
+    # contraction here (spectral radius 0.8), so the iterate's error after i steps is
+    # <= i eps |U|; the gradient adds the rounding of its N-term sums, N eps (|H||U| + |b|)
+    i = np.arange(K + 1)
+    scale = np.max(np.abs(H)) * np.max(np.abs(U0)) * N + np.max(np.abs(b))
+    err = np.abs(np.asarray(tr.gradient_norm) - G)
+    assert np.all(err <= (i + N) * EPS * scale), np.max(err / ((i + N) * EPS * scale))
+    assert G[-1] < 1e-3 * G[0]  # (the comparison spans a real decay)
+    # the step count: tol between two closed-form values, far from both (relative to the
+    # rounding bound above), so the first i with |g_i| <= tol is unambiguous
+    tol = np.sqrt(G[40] * G[41])
+    assert np.all(np.abs(G - tol) > (i + N) * EPS * scale)
+    expected = int(np.argmax(G <= tol))
+    tr = flow.descend(
+        sh,
+        jnp.asarray(U0[:, None]),
+        metric=metrics.Identity(),
+        step=alpha,
+        max_steps=K,
+        stop_on="gradient",
+        tol=tol,
+    )
+    assert tr.status == "converged" and int(tr.num_steps) == expected
+
+
+def test_diverged_at_in_closed_form_on_a_scalar_quadratic():
+    """E^N(U) = rho h |U|^2 / 2 (x' = u, no endpoint cost): grad = rho h U, so constant-step
+    descent gives g_k = (1 - alpha rho h)^k g_0 exactly. With alpha rho h = 2.5 the
+    gradient grows by 1.5 per step, and divergence is declared at the first k with
+    |g_k|_inf > factor |g_0|_inf, i.e. 1.5^k > factor: k = 18 for factor 1200
+    (1.5^17 = 985.3, 1.5^18 = 1477.9: 18% and 23% from 1200, far beyond rounding)."""
+    rho, N = 1.0, 10
+    p = flow.OptimalControlProblem(
+        lambda x, u: u,
+        lambda x: 0.0 * x[0],
+        x0=[0.0],
+        t0=0.0,
+        tf=1.0,
+        running_cost=lambda x, u: 0.5 * rho * jnp.sum(u**2),
+        control_dim=1,
+    )
+    sh = flow.shoot(p, N)
+    h = 1.0 / N
+    alpha = 2.5 / (rho * h)
+    factor = 1200.0
+    k = np.arange(40)
+    expected = int(np.argmax(1.5**k > factor))
+    assert expected == 18 and 1.5 ** (expected - 1) < 0.9 * factor < 1.1 * factor < 1.5**expected
+    U0 = jnp.asarray(np.linspace(0.5, 1.0, N)[:, None])
+    tr = flow.descend(
+        sh,
+        U0,
+        metric=metrics.Identity(),
+        step=alpha,
+        max_steps=100,
+        divergence_factor=factor,
+        throw=False,
+    )
+    assert tr.result == flow.RESULTS.diverged and tr.status == "diverged"
+    assert int(tr.diverged_at) == expected and int(tr.num_steps) == expected
+    # the history up to there, in closed form with the grid's own steps h_k (they differ
+    # from 1/N by rounding, which 1.5^k would amplify): u_{k,i} = (1 - alpha rho h_k)^i
+    # u_{k,0}; i steps of rounding at a few eps each
+    hk = np.diff(np.asarray(sh.grid))
+    powers = (1 - alpha * rho * hk)[None, :] ** np.arange(expected + 1)[:, None]
+    Us = powers * np.asarray(U0)[:, 0]
+    gn = np.max(np.abs(rho * hk * Us), axis=1)
+    rtol = 4 * (expected + 1) * EPS
+    np.testing.assert_allclose(np.asarray(tr.gradient_norm)[: expected + 1], gn, rtol=rtol)
+    np.testing.assert_allclose(np.asarray(tr.U)[:, 0], Us[-1], rtol=rtol)
+    with pytest.raises(flow.DivergenceError, match=f"iteration {expected}"):
+        flow.descend(
+            sh, U0, metric=metrics.Identity(), step=alpha, max_steps=100, divergence_factor=factor
+        )
+    # one step fewer than needed: no divergence yet
+    tr = flow.descend(
+        sh,
+        U0,
+        metric=metrics.Identity(),
+        step=alpha,
+        max_steps=expected - 1,
+        divergence_factor=factor,
+        throw=False,
+    )
+    assert tr.status == "completed" and int(tr.diverged_at) == -1
 
 
 def test_vmap_over_steps_across_the_boundary():

@@ -21,9 +21,19 @@ from figures import report as report_figures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.py"))
+#: Tutorials that take 16-21 s each (2 cores) and whose claims the unit tests of
+#: test_gradient_flow.py and test_indirect.py check as well: run with -m slow.
+SLOW_TUTORIALS = {"gradient_flow.py", "indirect.py"}
 
 
-@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_TUTORIALS else p
+        for p in TUTORIALS
+    ],
+    ids=lambda p: p.name,
+)
 def test_tutorial_runs(path, capsys):
     runpy.run_path(str(path), run_name="__main__")
     assert capsys.readouterr().out.strip()

@@ -290,3 +290,43 @@ def test_bad_linearize_arguments():
         stability.linearize(sh, sh.zeros(), metric=metrics.Fixed(np.eye(5)))
     with pytest.raises(TypeError, match="linearization"):
         stability.spectrum(sh)
+
+
+def test_auto_method_switches_from_dense_to_lanczos_at_the_constant():
+    """method="auto" is dense up to N m = DENSE_SPECTRUM_MAX and Lanczos one past it,
+    with the real constant (scalar_regularized, m = 1, N = 2048 and 2049). The dense
+    path forms every column (N m products) and reports every eigenvalue; Lanczos
+    uses far fewer products. The extreme eigenvalues agree with each other (the
+    problems differ by one grid point)."""
+    assert stability.DENSE_SPECTRUM_MAX == 2048
+    found = {}
+    for N in (stability.DENSE_SPECTRUM_MAX, stability.DENSE_SPECTRUM_MAX + 1):
+        sh = flow.shoot(problems.scalar_regularized(), N)
+        lin = stability.linearize(sh, sh.zeros())
+        assert lin.size == N
+        found[N] = stability.spectrum(lin)
+    dense, lanczos = found[2048], found[2049]
+    assert dense.method == "dense" and dense.num_hvp == 2048
+    assert dense.eigenvalues.shape == (2048,) and dense.density.method == "exact"
+    assert lanczos.method == "lanczos" and lanczos.num_hvp < 2049 // 10
+    assert lanczos.density.method == "slq"
+    assert lanczos.size == 2049 and dense.size == 2048
+    np.testing.assert_allclose(
+        [np.min(lanczos.eigenvalues), np.max(lanczos.eigenvalues)],
+        [np.min(dense.eigenvalues), np.max(dense.eigenvalues)],
+        rtol=1e-2,
+    )
+
+
+def test_unresolved_lanczos_end_reports_max_steps(vdp50):
+    """Five Lanczos steps give five Ritz values, which cannot all be converged
+    eigenvalues of a 50 x 50 operator with distinct eigenvalues spread over decades:
+    with resolve_cluster=True the ends are "unresolved" and the result is max_steps.
+    The default max_steps (here N m = 50: a full Krylov basis) resolves them: completed."""
+    sh, eq = vdp50
+    lin = stability.linearize(sh, eq.U)
+    short = stability.spectrum(lin, method="lanczos", resolve_cluster=True, max_steps=5)
+    assert short.result == flow.RESULTS.max_steps
+    assert "unresolved" in (short.stiff_status, short.slow_status)
+    full = stability.spectrum(lin, method="lanczos", resolve_cluster=True)
+    assert full.result == flow.RESULTS.completed
