@@ -28,10 +28,7 @@ SLOW_TUTORIALS = {"gradient_flow.py", "indirect.py"}
 
 @pytest.mark.parametrize(
     "path",
-    [
-        pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_TUTORIALS else p
-        for p in TUTORIALS
-    ],
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_TUTORIALS else p for p in TUTORIALS],
     ids=lambda p: p.name,
 )
 def test_tutorial_runs(path, capsys):
