@@ -37,6 +37,11 @@ def vector_field(shooting: AbstractShooting, metric: AbstractMetric | str):
     return F
 
 
+#: A `max_steps` stop whose residual ended this many times above its start is
+#: diagnosed as a runaway flow (not a stiff or a slow one).
+RUNAWAY = 100.0
+
+
 class _Settings(eqx.Module):
     tol: float | None
     on_hamiltonian: bool
@@ -353,6 +358,13 @@ def _diagnose(sh, U0, metric, settings, last, n, accepted, phase: Phase, status:
         f"{r:.3e} (tol {settings.tol if settings.tol is not None else math.inf:.1e}; "
         f"{r0:.3e} at tau = 0)"
     )
+    if r > RUNAWAY * r0:
+        return (
+            f"{text}. Likely cause: the flow runs away (the residual grew by a factor "
+            f"{r / r0:.3g}: a finite-time blow-up, or a descent direction without a "
+            f"bound), with a divergence_factor too large to call it diverged; lower "
+            f"divergence_factor, or set dtmin"
+        )
     if isinstance(phase.solver, diffrax.AbstractImplicitSolver):
         return text + ": raise max_steps, or tau1"
     dt = tau / max(accepted, 1)

@@ -530,3 +530,23 @@ def test_nonfinite_and_indefinite_at_the_start():
     np.testing.assert_allclose(H, -12 * 0.01 * 4 * np.ones((10, 10)), rtol=1e-13)
     sol = flow.gradient_flow(q, U0, metric=metrics.Newton(), throw=False)
     assert sol.result == flow.RESULTS.indefinite and float(sol.indefinite_at) == 0.0
+
+
+def test_max_steps_on_a_runaway_flow_says_so():
+    """The quartic flow blows up at tau = 1/32 (see above). With a divergence factor
+    too large to trigger, the controller's steps collapse and the flow stops at
+    max_steps with the residual far above its start: the message says the flow runs
+    away, not that it is stiff."""
+    sol = flow.gradient_flow(
+        QUARTIC,
+        jnp.ones(QUARTIC.control_shape),
+        metric=metrics.Hamiltonian(),
+        tol=None,
+        tau1=10.0,
+        max_steps=300,
+        divergence_factor=1e300,
+        throw=False,
+    )
+    assert sol.result == flow.RESULTS.max_steps
+    assert float(sol.residual) > 100 * 32.0  # r(U0) = 4 x_N^3 = 32
+    assert "runs away" in sol.message and "stiff" not in sol.message
