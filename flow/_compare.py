@@ -10,7 +10,7 @@ from jaxtyping import Array, Float
 
 from ._descent import DescentTrace
 from ._encoding import format_number
-from ._flow_solution import FlowSolution
+from ._flow_solution import FlowSolution, _missing_dense_output
 from ._results import AbstractRecord
 from ._shooting import AbstractShooting
 from ._validation import instance, optional_positive_float
@@ -74,16 +74,9 @@ def compare(
         raise ValueError(
             "`trace` has no iterates: run descend(..., save_iterates=True) to compare."
         )
-    if not flow_solution.solutions:
-        raise ValueError(
-            f"`flow_solution` has no dense output: it stopped at the start "
-            f"({flow_solution.status}) without integrating."
-        )
-    if any(sol.interpolation is None for sol in flow_solution.solutions):
-        raise ValueError(
-            "`flow_solution` has no dense output: run gradient_flow(..., "
-            "saveat=diffrax.SaveAt(t1=True, dense=True))."
-        )
+    missing = _missing_dense_output(flow_solution)
+    if missing is not None:
+        raise ValueError(f"`flow_solution` has no dense output: {missing}.")
     shape_t, shape_f = tuple(trace.U.shape), tuple(flow_solution.U.shape)
     if shape_t != shape_f:
         raise ValueError(

@@ -73,16 +73,9 @@ class FlowSolution(AbstractResult):
         without `dense=True`, or it stopped at the start (`nonfinite`, `indefinite`)
         without integrating.
         """
-        if not self.solutions:
-            raise ValueError(
-                f"this FlowSolution has no dense output: the flow stopped at the start "
-                f"({self.status}) without integrating."
-            )
-        if any(sol.interpolation is None for sol in self.solutions):
-            raise ValueError(
-                "this FlowSolution has no dense output: call gradient_flow(..., "
-                "saveat=diffrax.SaveAt(t1=True, dense=True))."
-            )
+        missing = _missing_dense_output(self)
+        if missing is not None:
+            raise ValueError(f"this FlowSolution has no dense output: {missing}.")
         tau = jnp.asarray(tau, dtype=self.tau_final.dtype)
         starts = np.asarray(self.phase_starts)
 
@@ -127,3 +120,12 @@ class FlowSolution(AbstractResult):
             f"tau = {float(self.tau_final):.4g} after {int(self.num_steps)} steps of "
             f"{self.solver.split(':')[0]}, residual {float(self.residual):.2e}"
         )
+
+
+def _missing_dense_output(sol: FlowSolution) -> str | None:
+    """None when `sol` has dense output over its whole tau range; otherwise why not."""
+    if not sol.solutions:
+        return f"the flow stopped at the start ({sol.status}) without integrating"
+    if any(s.interpolation is None for s in sol.solutions):
+        return "run gradient_flow(..., saveat=diffrax.SaveAt(t1=True, dense=True))"
+    return None

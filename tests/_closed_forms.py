@@ -9,24 +9,6 @@ import numpy as np
 import scipy.linalg
 
 
-#: Butcher tableaus (a, b) of the package's explicit schemes, written out by hand.
-TABLEAUS = {
-    "euler": (np.array([[0.0]]), np.array([1.0])),
-    "heun": (np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([0.5, 0.5])),
-    "rk4": (
-        np.array(
-            [
-                [0.0, 0.0, 0.0, 0.0],
-                [0.5, 0.0, 0.0, 0.0],
-                [0.0, 0.5, 0.0, 0.0],
-                [0.0, 0.0, 1.0, 0.0],
-            ]
-        ),
-        np.array([1.0, 2.0, 2.0, 1.0]) / 6.0,
-    ),
-}
-
-
 def lq_rk_quadratic(A, B, Q, R, S, x0, tableau, T, N):
     r"""E^N(U) = U^T H U / 2 + b^T U + c for an explicit Runge-Kutta scheme (Butcher
     `tableau` = (a, b)) on an LQ problem whose running cost is folded into the state

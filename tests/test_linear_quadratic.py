@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.linalg
-from _closed_forms import TABLEAUS, lq_hamiltonian_solution, lq_rk_quadratic
-from _reference import fit_order, lq_euler_quadratic
+from _closed_forms import lq_hamiltonian_solution, lq_rk_quadratic
+from _reference import TABLEAUX, fit_order, lq_euler_quadratic
 
 import flow
 from flow import problems
@@ -120,7 +120,7 @@ def test_rk_assembly_reduces_to_the_euler_assembly():
     """The two numpy references agree (the Euler tableau): the same sums in another order."""
     lq = problems.DEFAULT_LQ
     H1, b1, c1 = lq_euler_quadratic(**lq, N=20)
-    H2, b2, c2 = lq_rk_quadratic(**lq, tableau=TABLEAUS["euler"], N=20)
+    H2, b2, c2 = lq_rk_quadratic(**lq, tableau=TABLEAUX["euler"], N=20)
     # N = 20 accumulated terms each: rounding <= N eps |.|, so 1e-13 relative
     np.testing.assert_allclose(H2, H1, rtol=0, atol=1e-13 * np.max(np.abs(H1)))
     np.testing.assert_allclose(b2, b1, rtol=0, atol=1e-13 * np.max(np.abs(b1)))
@@ -131,7 +131,7 @@ def _discrete(lq, scheme, N):
     """The package's Shooting and the numpy quadratic E^N(U) = U^T H U / 2 + b^T U + c
     with its minimiser U* = -H^-1 b and minimum c + b^T U* / 2 (numpy only)."""
     sh = flow.shoot(problems.linear_quadratic(**lq), N, scheme)
-    H, b, c = lq_rk_quadratic(**lq, tableau=TABLEAUS[scheme.name], N=N)
+    H, b, c = lq_rk_quadratic(**lq, tableau=TABLEAUX[scheme.name], N=N)
     U_star = np.linalg.solve(H, -b)
     return sh, H, b, c, U_star, c + 0.5 * b @ U_star
 
