@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-#: Module names of the figures, in the order `gradflow figures` draws them.
 FIGURES: tuple[str, ...] = (
     "lemma2",  # Lemma 2 (eq. (49)): grad E^N = h dH/du to rounding; off-by-one costate O(h)
     "tolerance",  # Theorem 5.14, section 6.1: eps on the gradient is eps/h on dH/du
@@ -37,6 +36,7 @@ FIGURES: tuple[str, ...] = (
     "parameterization",  # Remark 5.13: singular values of B; a spurious stationary point
     "adaptive_grid",  # section 6.5: the term S of (59); descent with the grid inside
 )
+"""Module names of the figures, in the order `gradflow figures` draws them."""
 
 
 def generate_all(
@@ -54,3 +54,10 @@ def generate_all(
         module = importlib.import_module(f"figures.{name}")
         written.extend(module.make(Path(out), quick=quick))
     return written
+
+
+#: The public names of `figures`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "FIGURES",
+    "generate_all",
+]

@@ -44,9 +44,9 @@ from ._validation import choice, fraction, increasing_times, positive_int, spann
 
 _SAMPLES = ("midpoint", "average")
 
-#: Gauss-Legendre points per interval for `sample="average"` (exact for polynomial
-#: pieces of degree <= 15 that do not break inside an interval).
 QUADRATURE_POINTS = 8
+"""Gauss-Legendre points per interval for `sample="average"` (exact for polynomial
+pieces of degree <= 15 that do not break inside an interval)."""
 
 
 # ----------------------------------------------------------------- validation

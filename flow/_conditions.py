@@ -36,9 +36,9 @@ from ._shooting import Shooting
 from ._validation import choice, instance, positive_float, positive_int, real_array
 
 
-#: `solve_conditions` uses a dense LU of the Jacobian of (36) when it has at most
-#: this many unknowns N(2n+m), and a sparse LU (scipy SuperLU) above.
 DENSE_CONDITIONS_MAX = 1024
+"""`solve_conditions` uses a dense LU of the Jacobian of (36) when it has at most this
+many unknowns N(2n+m), and a sparse LU (scipy SuperLU) above."""
 
 _LINEAR_SOLVERS = ("auto", "dense", "sparse")
 

@@ -16,9 +16,9 @@ Costates: TypeAlias = Float[Array, "N n"]
 Grid: TypeAlias = Float[Array, " Np1"]
 Steps: TypeAlias = Float[Array, " N"]
 IntScalar: TypeAlias = Int[Array, ""]
-#: Anything np.asarray turns into a real array: arrays, scalars, nested sequences (the
-#: type of every user-given array argument; `flow.RealArrayLike`).
 RealArrayLike: TypeAlias = ArrayLike | Sequence[Any]
+"""Anything `np.asarray` turns into a real array: arrays, scalars, nested sequences (the
+type of every user-given array argument)."""
 Real: TypeAlias = float | int
 
 __all__ = [

@@ -314,6 +314,7 @@ METRICS: dict[str, type[AbstractMetric]] = {
     "newton": Newton,
     "diagonal-hessian": DiagonalHessian,
 }
+"""Metric name -> metric class: the names every verb's `metric` argument accepts."""
 
 
 def metric_from_name(name: str) -> AbstractMetric:

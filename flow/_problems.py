@@ -410,8 +410,6 @@ def _default_lq() -> OptimalControlProblem:
     return linear_quadratic(**DEFAULT_LQ)
 
 
-#: The arguments of the built-in `linear_quadratic` example (a damped oscillator
-#: with two inputs).
 DEFAULT_LQ: dict[str, Any] = dict(
     A=[[0.0, 1.0], [-1.0, -0.2]],
     B=[[0.0, 0.0], [1.0, 0.5]],
@@ -421,8 +419,9 @@ DEFAULT_LQ: dict[str, Any] = dict(
     x0=[1.0, 0.0],
     T=2.0,
 )
+"""The arguments of the built-in `linear_quadratic` example (a damped oscillator with
+two inputs)."""
 
-#: name -> (factory with default arguments, one-line description).
 BUILTIN: dict[str, tuple[Callable[[], OptimalControlProblem], str]] = {
     "scalar_regularized": (
         scalar_regularized,
@@ -457,8 +456,10 @@ BUILTIN: dict[str, tuple[Callable[[], OptimalControlProblem], str]] = {
         "Lotka-Volterra fishing, n = 3 (Mayer form), T = 12, quadratic control cost",
     ),
 }
+"""name -> (factory with default arguments, one-line description)."""
 
 DEFAULT_PROBLEM = "scalar_regularized"
+"""The built-in problem that `gradflow analyze` and `run_analysis` use by default."""
 
 
 def get(name: str) -> OptimalControlProblem:

@@ -72,9 +72,9 @@ def positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
-#: The residuals a stopping tolerance can be measured on (every verb's `stop_on`):
-#: the Hamiltonian residual max_k |d_u H_k| (mesh-independent) or max |grad E^N|.
 STOP_ON = ("hamiltonian", "gradient")
+"""The residuals a stopping tolerance can be measured on (every verb's `stop_on`): the
+Hamiltonian residual max_k |d_u H_k| (mesh-independent) or max |grad E^N|."""
 
 
 def stop_on(value: Any) -> str:

@@ -31,3 +31,27 @@ from ._parameterize import (
     parameterize as parameterize,
     spurious_check as spurious_check,
 )
+
+
+#: The public names of `flow.controls`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "AbstractBasis",
+    "basis_matrix",
+    "BSpline",
+    "Chebyshev",
+    "expand",
+    "Hat",
+    "is_parameterized",
+    "l2_metric",
+    "Legendre",
+    "original",
+    "parameterize",
+    "Parameterized",
+    "PiecewiseConstant",
+    "QUADRATURE_POINTS",
+    "rank_report",
+    "RankReport",
+    "Sampled",
+    "spurious_check",
+    "SpuriousCheck",
+]

@@ -33,3 +33,19 @@ from ._costate_shooting import (
     CostateTrajectory as CostateTrajectory,
     costate_shooting as costate_shooting,
 )
+
+
+#: The public names of `flow.indirect`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "ConditionsSolution",
+    "continuous_adjoint_gradient",
+    "ContinuousAdjoint",
+    "costate_report",
+    "costate_shooting",
+    "CostateReport",
+    "CostateTrajectory",
+    "DENSE_CONDITIONS_MAX",
+    "direct_optimum",
+    "RESULTS",
+    "solve_conditions",
+]

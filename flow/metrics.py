@@ -20,3 +20,20 @@ from ._metrics import (
     as_metric as as_metric,
     metric_from_name as metric_from_name,
 )
+
+
+#: The public names of `flow.metrics`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "AbstractDiagonalMetric",
+    "AbstractMetric",
+    "as_metric",
+    "Diagonal",
+    "DiagonalHessian",
+    "Fixed",
+    "Hamiltonian",
+    "Identity",
+    "metric_from_name",
+    "METRICS",
+    "MetricSolve",
+    "Newton",
+]

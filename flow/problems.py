@@ -24,3 +24,24 @@ from ._problems import (
     unicycle as unicycle,
     van_der_pol as van_der_pol,
 )
+
+
+#: The public names of `flow.problems`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "BUILTIN",
+    "cart_pole",
+    "DEFAULT_LQ",
+    "DEFAULT_PROBLEM",
+    "double_well",
+    "get",
+    "linear_quadratic",
+    "load",
+    "lotka_volterra",
+    "ProblemLoadError",
+    "riccati_reference",
+    "RiccatiReference",
+    "scalar_mayer",
+    "scalar_regularized",
+    "unicycle",
+    "van_der_pol",
+]

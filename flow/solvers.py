@@ -16,3 +16,13 @@ from ._krylov import (
     truncated_cg as truncated_cg,
 )
 from ._root_finders import DampedNewton as DampedNewton, StageNewton as StageNewton
+
+
+#: The public names of `flow.solvers`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "CGResult",
+    "DampedNewton",
+    "EarlyGMRES",
+    "StageNewton",
+    "truncated_cg",
+]

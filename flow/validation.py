@@ -17,3 +17,21 @@ from ._validation import (
     shooting as shooting,
     stop_on as stop_on,
 )
+
+
+#: The public names of `flow.validation`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "choice",
+    "controls",
+    "float64_array",
+    "fraction",
+    "function",
+    "instance",
+    "optional_positive_float",
+    "positive_float",
+    "positive_int",
+    "real_array",
+    "shooting",
+    "STOP_ON",
+    "stop_on",
+]

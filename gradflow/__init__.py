@@ -25,3 +25,20 @@ from ._run import (
 
 
 __version__ = importlib.metadata.version("gradient-flow-analyzer")
+
+
+#: The public names of `gradflow`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "AnalysisRun",
+    "dumps",
+    "EQUIVALENCE_N",
+    "load_results",
+    "load_schema",
+    "ProblemError",
+    "render_markdown",
+    "results_document",
+    "ROUNDING",
+    "run_analysis",
+    "SCHEMA_VERSION",
+    "validate_results",
+]

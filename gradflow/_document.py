@@ -20,21 +20,21 @@ import flow
 import stability
 
 
-#: Version of the results document; bumped when a key changes meaning or is removed.
-#: 2: the one results vocabulary (status words, num_* counters, classification
-#: `kind`, tolerance as tol / stop_on, trajectory and warnings in the report).
 SCHEMA_VERSION = 2
+"""Version of the results document; bumped when a key changes meaning or is removed. 2:
+the one results vocabulary (status words, num_* counters, classification `kind`,
+tolerance as tol / stop_on, trajectory and warnings in the report)."""
 
 #: The schema file, shipped inside the `gradflow` package.
 SCHEMA_FILE = "results.schema.json"
 
-#: The gradient routes "hold to rounding" when every relative difference is below
-#: this: float64 rounding of an O(N) recursion is ~1e-15 * N, so 1e-11 leaves room up
-#: to N ~ 1e4 and still fails on any real discrepancy (which is O(h) or larger).
 ROUNDING = 1e-11
+"""The gradient routes "hold to rounding" when every relative difference is below this:
+float64 rounding of an O(N) recursion is ~1e-15 * N, so 1e-11 leaves room up to N ~
+1e4 and still fails on any real discrepancy (which is O(h) or larger)."""
 
-#: Default grid sizes of the gradient-equivalence table.
 EQUIVALENCE_N = (50, 200, 1000)
+"""Default grid sizes of the gradient-equivalence table."""
 
 _PACKAGES = (
     "gradient-flow-analyzer",

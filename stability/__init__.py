@@ -47,3 +47,36 @@ from ._tolerance import (
 
 
 __version__ = importlib.metadata.version("gradient-flow-analyzer")
+
+
+#: The public names of `stability`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "analyze",
+    "Basin",
+    "basin",
+    "BasinRow",
+    "Classification",
+    "classify",
+    "Cluster",
+    "DENSE_JACOBIAN_MAX",
+    "DENSE_SPECTRUM_MAX",
+    "Equilibria",
+    "equilibria",
+    "Equilibrium",
+    "equilibrium",
+    "euler_bound",
+    "EulerBound",
+    "gradient_tolerance",
+    "hamiltonian_tolerance",
+    "KINDS",
+    "Linearization",
+    "linearize",
+    "mesh_study",
+    "MeshStudy",
+    "observed_rate",
+    "SpectralDensity",
+    "Spectrum",
+    "spectrum",
+    "StabilityReport",
+    "STEP_RULES",
+]

@@ -31,8 +31,8 @@ from ._tolerance import gradient_tolerance, hamiltonian_tolerance
 #: most this fraction (10%: the observed rate is a fit over a finite window).
 RATE_AGREEMENT = 0.1
 
-#: The step rules `analyze` replays besides a positive number (see `analyze`).
 STEP_RULES = ("optimal", "hamiltonian", "armijo", "lbfgs", "none")
+"""The step rules `analyze` replays besides a positive number (see `analyze`)."""
 
 
 def observed_rate(residuals: RealArrayLike, *, floor: float) -> float | None:

@@ -14,8 +14,8 @@ from flow.validation import instance, positive_float
 from ._spectrum_results import Spectrum
 
 
-#: The kinds of equilibrium, `Classification.kind`.
 KINDS = ("asymptotically stable", "marginal", "saddle", "unstable")
+"""The kinds of equilibrium, `Classification.kind`."""
 
 
 class Classification(AbstractRecord):

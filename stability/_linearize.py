@@ -27,9 +27,9 @@ from flow.validation import positive_int
 from ._equilibrium import Equilibrium
 
 
-#: Largest N*m for which [`Linearization.dense`][stability.Linearization.dense] forms
-#: a matrix by default (a dense Jacobian of that size takes 128 MiB).
 DENSE_JACOBIAN_MAX = 4096
+"""Largest N*m for which [`Linearization.dense`][stability.Linearization.dense] forms a
+matrix by default (a dense Jacobian of that size takes 128 MiB)."""
 
 _KINDS = ("diagonal", "cholesky", "newton", "general")
 

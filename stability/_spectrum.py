@@ -26,11 +26,11 @@ from ._linearize import Linearization, _problem_name
 from ._spectrum_results import Cluster, SpectralDensity, Spectrum
 
 
-#: Largest $Nm$ for which `spectrum(..., method="auto")` uses the dense solver and
-#: returns every eigenvalue. At $Nm = 2048$ the dense Hessian costs $Nm$
-#: Hessian-vector products and the symmetric eigensolver about a second or two on
-#: two cores (see benchmarks/STABILITY.md); beyond it, Lanczos.
 DENSE_SPECTRUM_MAX = 2048
+"""Largest $Nm$ for which `spectrum(..., method="auto")` uses the dense solver and
+returns every eigenvalue. At $Nm = 2048$ the dense Hessian costs $Nm$ Hessian-vector
+products and the symmetric eigensolver about a second or two on two cores (see
+benchmarks/STABILITY.md); beyond it, Lanczos."""
 
 _WHICH = ("both", "stiff", "slow")
 _METHODS = ("auto", "dense", "lanczos", "arnoldi")

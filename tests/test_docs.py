@@ -1,76 +1,191 @@
-"""Docs: the tutorials run, and every public symbol has a docstring."""
+"""Docs: the tutorials run as the site shows them, every public symbol has a
+docstring, and the API reference lists every public symbol."""
 
+import importlib
+import importlib.util
 import inspect
 import pathlib
-import runpy
-import typing
+import re
+import sys
 
+import griffe
 import pytest
 
 import flow
-import flow.controls
-import flow.indirect
-import flow.metrics
-import flow.problems
-import flow.solvers
-import flow.validation
 import gradflow
 import stability
-from figures import report as report_figures
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.py"))
-#: Tutorials that take 16-21 s each (2 cores) and whose claims the unit tests of
-#: test_gradient_flow.py and test_indirect.py check as well: run with -m slow.
-SLOW_TUTORIALS = {"gradient_flow.py", "indirect.py"}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_TUTORIALS else p for p in TUTORIALS],
-    ids=lambda p: p.name,
+API = ROOT / "docs" / "api"
+#: The public modules: their `__all__` is the public surface that the API reference
+#: (docs/api/*.md) documents.
+PUBLIC_MODULES = (
+    "flow",
+    "flow.problems",
+    "flow.indirect",
+    "flow.controls",
+    "flow.metrics",
+    "flow.solvers",
+    "flow.validation",
+    "stability",
+    "figures",
+    "figures.report",
+    "gradflow",
 )
-def test_tutorial_runs(path, capsys):
-    runpy.run_path(str(path), run_name="__main__")
-    assert capsys.readouterr().out.strip()
+
+
+def _hook():
+    """The MkDocs hook that executes the tutorials for the site (docs/hooks/tutorials.py)."""
+    name = "docs_tutorials_hook"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "docs/hooks/tutorials.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
+def test_tutorial_runs(path):
+    # the executor of the site's build: cell by cell, in a temporary directory, figures
+    # captured; the page each tutorial renders to has the marker the hook replaces
+    hook = _hook()
+    cells = hook.execute(path)
+    assert cells[0].kind == "markdown" and cells[0].source.startswith("# "), path.name
+    assert any(c.kind == "code" and c.output.strip() for c in cells), "prints nothing"
+    page = path.with_suffix(".md")
+    assert page.read_text().strip() == f"<!-- tutorial: {path.name} -->", page
+    markdown = hook.render(cells, path.name)
+    assert markdown.count("```python") == sum(c.kind == "code" for c in cells)
 
 
 def test_there_are_tutorials():
-    assert TUTORIALS
+    names = {p.stem for p in TUTORIALS}
+    assert {"quickstart", "lemma2", "gradient_flow", "stability"} <= names, names
 
 
-def _public(module):
-    for name in dir(module):
-        if name.startswith("_"):
+def test_tutorial_parser_splits_cells():
+    hook = _hook()
+    cells = hook.parse("# %% [markdown]\n# # Title\n#\n# $x$\n\n# %%\n\nx = 1\nprint(x)\n")
+    # line: where the cell's first non-blank line is, for tracebacks
+    assert [(c.kind, c.source, c.line) for c in cells] == [
+        ("markdown", "# Title\n\n$x$", 2),
+        ("code", "x = 1\nprint(x)", 8),
+    ]
+    with pytest.raises(ValueError, match="line 2"):
+        hook.parse("# %% [markdown]\nx = 1\n")
+
+
+def _griffe_module(name: str, cache: dict = {}):  # noqa: B006 - a cache, on purpose
+    root, _, rest = name.partition(".")
+    if root not in cache:
+        cache[root] = griffe.load(
+            root, search_paths=[str(ROOT)], resolve_aliases=True, resolve_external=False
+        )
+    return cache[root][rest] if rest else cache[root]
+
+
+def reference_targets(api: pathlib.Path = API) -> set[str]:
+    """The objects the API reference documents: every `::: name` block of docs/api/, a
+    module block covering its members as well unless it says `members: false`."""
+    targets: set[str] = set()
+    for page in api.glob("*.md"):
+        for match in re.finditer(r"^::: (\S+)\n((?:[ ]{4}.*\n)*)", page.read_text(), re.M):
+            name, options = match.groups()
+            targets.add(name)
+            if "members: false" not in options:
+                targets.add(name + ".*")
+    return targets
+
+
+def documentation_gaps(module_name: str, api: pathlib.Path = API) -> list[str]:
+    """The public names of `module_name` (its `__all__`) that have no docstring as the
+    site reads it (griffe: classes, functions, and attribute docstrings of constants)
+    or that no page of the API reference documents."""
+    module = importlib.import_module(module_name)
+    public = getattr(module, "__all__", None)
+    if public is None:
+        return [f"{module_name} has no __all__"]
+    undeclared = [
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and obj.__module__.split(".")[0] == module_name.split(".")[0]
+        and name not in public
+    ]
+    static = _griffe_module(module_name)
+    targets = reference_targets(api)
+    gaps = [f"{module_name}.{name}: public but not in __all__" for name in undeclared]
+    for name in public:
+        qualified = f"{module_name}.{name}"
+        if name not in static.members:
+            gaps.append(f"{qualified}: in __all__ but not found in the source")
             continue
-        obj = getattr(module, name)
-        if inspect.ismodule(obj) or not (inspect.isclass(obj) or callable(obj)):
-            continue
-        if typing.get_origin(obj) is not None:  # a type alias such as flow.RealArrayLike
-            continue
-        yield name, obj
+        docstring = static[name].docstring
+        if docstring is None or not docstring.value.strip():
+            gaps.append(f"{qualified}: no docstring")
+        if qualified not in targets and f"{module_name}.*" not in targets:
+            gaps.append(f"{qualified}: missing from the API reference (docs/api/)")
+    return gaps
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        flow,
-        flow.problems,
-        flow.indirect,
-        flow.controls,
-        flow.metrics,
-        flow.solvers,
-        flow.validation,
-        stability,
-        gradflow,
-        report_figures,
-    ],
-    ids=lambda m: m.__name__,
-)
-def test_every_public_symbol_is_documented(module):
-    missing = [name for name, obj in _public(module) if not inspect.getdoc(obj)]
-    assert not missing, f"undocumented public symbols in {module.__name__}: {missing}"
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_public_symbol_is_documented_and_in_the_reference(module_name):
+    gaps = documentation_gaps(module_name)
+    assert not gaps, "\n".join(gaps)
+
+
+def test_every_public_module_is_checked():
+    pages = {p.stem for p in API.glob("*.md")} - {"index"}
+    assert pages == {m for m in PUBLIC_MODULES if m != "figures.report"}
+
+
+def test_the_documentation_check_catches_gaps(tmp_path, monkeypatch):
+    # test the test: a public function without a docstring, and a documented one that
+    # no reference page lists, are both reported
+    package = tmp_path / "gradflow_docs_probe"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        '"""A probe package."""\n\n\n'
+        "def undocumented():\n    return 1\n\n\n"
+        'def documented():\n    """Has a docstring."""\n\n\n'
+        'def undeclared():\n    """Public but not in __all__."""\n\n\n'
+        '__all__ = ["undocumented", "documented"]\n'
+    )
+    api = tmp_path / "api"
+    api.mkdir()
+    (api / "probe.md").write_text("::: gradflow_docs_probe.undocumented\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(griffe, "load", _loader_in(tmp_path))
+    gaps = documentation_gaps("gradflow_docs_probe", api)
+    assert gaps == [
+        "gradflow_docs_probe.undeclared: public but not in __all__",
+        "gradflow_docs_probe.undocumented: no docstring",
+        "gradflow_docs_probe.documented: missing from the API reference (docs/api/)",
+    ]
+    # and with the module rendered in full, everything is listed
+    (api / "probe.md").write_text("::: gradflow_docs_probe\n")
+    assert documentation_gaps("gradflow_docs_probe", api) == gaps[:2]
+    # `members: false` renders the module's docstring only
+    (api / "probe.md").write_text("::: gradflow_docs_probe\n    options:\n      members: false\n")
+    assert documentation_gaps("gradflow_docs_probe", api) == [
+        *gaps[:2],
+        "gradflow_docs_probe.undocumented: missing from the API reference (docs/api/)",
+        gaps[2],
+    ]
+
+
+def _loader_in(path):
+    real = griffe.load
+
+    def load(name, **kwargs):
+        kwargs["search_paths"] = [str(path)]
+        return real(name, **kwargs)
+
+    return load
 
 
 def test_public_methods_are_documented():
