@@ -3,11 +3,11 @@
 #
 # Two failure modes the paper names (Remark 5.13 and section 6.5):
 #
-# 1. with controls U = B C (eqs. (40)-(43)) the optimizer sees only
-#    grad_C E^N = B^T grad_U E^N, so it can stop where B^T g = 0 although g != 0:
-#    a spurious stationary point (eq. (52) without (51));
+# 1. with controls $U = BC$ (eqs. (40)-(43)) the optimizer sees only
+#    $\nabla_C E^N = B^T\nabla_U E^N$, so it can stop where $B^T g = 0$ although
+#    $g \ne 0$: a spurious stationary point (eq. (52) without (51));
 # 2. with an adaptive integrator the grid depends on U, and the gradient that
-#    differentiates through the solver misses the term S of eq. (59).
+#    differentiates through the solver misses the term $S$ of eq. (59).
 #
 # Run it with `python docs/tutorials/controls.py`.
 
@@ -22,8 +22,9 @@ from flow import controls, problems
 # %% [markdown]
 # ## 1. Bases and their rank
 #
-# B is (N*m, p), row k*m + i belongs to u_{k,i}; functions are sampled at the
-# interval midpoints (or averaged over the interval with sample="average").
+# $B$ has shape $(Nm, p)$; row $km + i$ belongs to $u_{k,i}$; the basis functions are
+# sampled at the interval midpoints (or averaged over the interval with
+# `sample="average"`).
 
 # %%
 sh = flow.shoot(problems.scalar_regularized(), 20)
@@ -47,10 +48,10 @@ assert rep.rank_deficient and rep.invisible_dimension == 2
 # ## 2. A badly chosen basis stalls at a spurious point
 #
 # The parameterized problem is an ordinary `flow.Shooting` (one step over
-# [t0, tf] with the p coefficients as its control), so `flow.descend`,
+# $[t_0, t_f]$ with the $p$ coefficients as its control), so `flow.descend`,
 # `flow.gradient_flow` and `stability` run on it unchanged. With affine controls
-# (Legendre degree 1) descent "converges": |B^T g| reaches 1e-11, yet dH/du is
-# far from zero.
+# (Legendre degree 1) descent "converges": $|B^T g|$ reaches $10^{-11}$, yet
+# $\partial_u H$ is far from zero.
 
 # %%
 param = controls.parameterize(sh, controls.Legendre(1))
@@ -72,7 +73,7 @@ best = stability.equilibrium(sh)  # the optimum of E^N itself, in U
 print(f"cost at the spurious point {check.cost:.6f}, at the optimum {best.cost:.6f}")
 
 # More functions shrink the Hamiltonian residual at the stall point; one function
-# per interval (B = I) removes the spurious point altogether.
+# per interval ($B = I$) removes the spurious point altogether.
 for degree in (1, 3, 5):
     p = controls.parameterize(sh, controls.Legendre(degree))
     eq = stability.equilibrium(p, tol=1e-12)
@@ -85,11 +86,11 @@ for degree in (1, 3, 5):
 # %% [markdown]
 # ## 3. The term S of an adaptive grid
 #
-# Each interval [t_k, t_{k+1}] is integrated by Bogacki-Shampine under a PID
+# Each interval $[t_k, t_{k+1}]$ is integrated by Bogacki-Shampine under a PID
 # controller with rtol = atol = tol. `jax.grad` through diffrax gives the
 # gradient with the grid held fixed (diffrax stops gradients through the step
 # sizes); central differences of the adaptive map itself give the full
-# derivative. Their difference is S. On the frozen grid, S vanishes up to the
+# derivative. Their difference is $S$. On the frozen grid, $S$ vanishes up to the
 # finite-difference error.
 
 # %%

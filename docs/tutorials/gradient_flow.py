@@ -1,8 +1,12 @@
 # %% [markdown]
 # # The optimizer is forward Euler on a gradient flow
 #
-# Gradient descent `U <- U - alpha M^-1 grad E^N(U)` (eq. (37)) is forward Euler
-# with step alpha on `dU/dtau = -M^-1 grad E^N(U)` (eq. (50)). This tutorial
+# Gradient descent $U \leftarrow U - \alpha M^{-1}\nabla E^N(U)$ (eq. (37)) is forward
+# Euler with step $\alpha$ on the gradient flow
+#
+# $$\frac{\mathrm{d}U}{\mathrm{d}\tau} = -M^{-1}\nabla E^N(U) \qquad (50).$$
+#
+# This tutorial
 # integrates the flow with diffrax, replays the discrete algorithm beside it,
 # shows what the choice of metric M does as the grid is refined, and what
 # happens above forward Euler's stability bound.
@@ -20,7 +24,7 @@ from flow import metrics, problems
 # ## 1. The flow and the discrete algorithm side by side
 
 # %%
-sh = flow.shoot(problems.scalar_regularized(), 200)
+sh = flow.shoot(problems.scalar_regularized(), 100)
 U0 = sh.zeros()
 sol = flow.gradient_flow(
     sh,
@@ -33,6 +37,7 @@ sol = flow.gradient_flow(
     tau1=4.0,
     saveat=diffrax.SaveAt(t1=True, dense=True),
 )
+distances = []
 for alpha in (0.2, 0.1, 0.05):
     trace = flow.descend(
         sh,
@@ -43,24 +48,34 @@ for alpha in (0.2, 0.1, 0.05):
         save_iterates=True,
     )
     comp = flow.compare(trace, sol, tau_max=4.0)
-    print(f"alpha = {alpha:5.3f}: max_i |U_i - U(tau_i)| = {comp.max_distance:.3e}")
-# Halving alpha halves the distance: forward Euler is first order.
+    distances.append(float(comp.max_distance))
+    print(f"alpha = {alpha:5.3f}: max_i |U_i - U(tau_i)| = {distances[-1]:.3e}")
+# Halving alpha halves the distance: forward Euler is first order in its step.
+ratios = np.array(distances[:-1]) / np.array(distances[1:])
+assert np.all((1.8 < ratios) & (ratios < 2.2)), ratios
 
 # %% [markdown]
 # ## 2. The metric decides how the iteration count scales with N
 #
-# Under the identity metric the gradient is h dH/du (Lemma 2): its size, and the
-# spectrum of the flow's Jacobian, shrink like h, so a fixed step needs ~N
-# iterations. The Hamiltonian metric M = diag(h_k) makes the flow the indirect
-# method's flow dU/dtau = -dH/du, whose spectrum does not depend on N.
+# Under the identity metric the gradient is $h\,\partial_u H$ (Lemma 2): its size, and
+# the spectrum of the flow's Jacobian, shrink like $h$, so a fixed step needs $\sim N$
+# iterations. The Hamiltonian metric $M = \mathrm{diag}(h_k)$ makes the flow the
+# indirect method's flow $\mathrm{d}U/\mathrm{d}\tau = -\partial H/\partial U$, whose
+# spectrum does not depend on $N$.
 
 # %%
 print(f"{'N':>6} {'identity, alpha=1':>18} {'Hamiltonian, alpha=0.5':>23}")
-for N in (100, 200, 400, 800):
+counts = []
+for N in (50, 100, 200, 400):
     s = flow.shoot(problems.scalar_regularized(), N)
     a = flow.descend(s, s.zeros(), metric="identity", step=1.0, max_steps=100 * N, tol=1e-8)
     b = flow.descend(s, s.zeros(), metric="hamiltonian", step=0.5, max_steps=1000, tol=1e-8)
-    print(f"{N:>6} {int(a.num_steps):>18} {int(b.num_steps):>23}")
+    counts.append((int(a.num_steps), int(b.num_steps)))
+    print(f"{N:>6} {counts[-1][0]:>18} {counts[-1][1]:>23}")
+identity, hamiltonian = np.array(counts).T
+slope = np.polyfit(np.log([50, 100, 200, 400]), np.log(identity), 1)[0]
+print(f"identity metric: iterations ~ N^{slope:.2f}; Hamiltonian metric: {set(hamiltonian)}")
+assert 0.9 < slope < 1.1 and np.ptp(hamiltonian) <= 2
 
 # %% [markdown]
 # ## 3. Above the stability bound the algorithm diverges, and says so
@@ -78,7 +93,7 @@ except flow.DivergenceError as e:
 # ## 4. Stiff flows need an implicit solver, and the default finds it
 #
 # On Van der Pol the Hessian's spectrum spans four orders of magnitude; an
-# explicit solver would need ~10^5 steps. With its defaults (`solver="auto"`),
+# explicit solver would need $\sim 10^5$ steps. With its defaults (`solver="auto"`),
 # `gradient_flow` starts explicitly, sees the step size collapse, and goes on
 # with an L-stable ESDIRK method (`flow.stiff_solver`), which takes a few dozen
 # steps; `sol.solver` says what it did.

@@ -19,9 +19,9 @@ from flow import indirect, problems
 # %% [markdown]
 # ## 1. Newton on the discrete conditions (36)
 #
-# Unknowns x_1..x_N, lambda_0..lambda_{N-1}, u_0..u_{N-1}; the control equations are
-# scaled by 1/h so that they read d_u H = 0. The Jacobian is block tridiagonal and is
-# factorized sparsely at large N.
+# Unknowns $x_1, \dots, x_N$, $\lambda_0, \dots, \lambda_{N-1}$, $u_0, \dots, u_{N-1}$;
+# the control equations are scaled by $1/h$ so that they read $\partial_u H = 0$. The
+# Jacobian is block tridiagonal and is factorized sparsely at large $N$.
 
 # %%
 problem = problems.scalar_regularized()
@@ -34,7 +34,8 @@ print(cond)
 #
 # `costate_report` finds the direct optimum with flow's own tools (Newton-metric
 # descent), then compares: the direct method's discrete costates, the Newton solution
-# of (36), costate shooting on (14) at t_{k+1} and at t_k, and the continuous adjoint.
+# of (36), costate shooting on (14) at $t_{k+1}$ and at $t_k$, and the continuous
+# adjoint.
 
 # %%
 report = indirect.costate_report(sh, rtol=1e-10, atol=1e-12)
@@ -45,7 +46,7 @@ assert report.differences["shooting"] < h  # first order in h
 
 # %% [markdown]
 # The NLP multipliers are the costates only for the "difference" form of the state
-# equations; in the "defect over h" form they are h * lambda_k.
+# equations; in the "defect over $h$" form they are $h\lambda_k$.
 
 # %%
 mu_h = report.multipliers("quotient")
@@ -53,10 +54,10 @@ print("lambda_0 =", np.asarray(report.direct[0]), " mu_0 (quotient form) =", np.
 np.testing.assert_allclose(mu_h, sh.steps[:, None] * report.multipliers("difference"))
 
 # %% [markdown]
-# ## 3. The continuous adjoint is not the gradient of E^N
+# ## 3. The continuous adjoint is not the gradient of $E^N$
 #
 # Integrating the costate ODE backwards (optimize-then-discretize) gives the
-# gradient of the *continuous* cost. It differs from grad E^N by O(h) in
+# gradient of the *continuous* cost. It differs from $\nabla E^N$ by $O(h)$ in
 # Hamiltonian units, whatever the ODE tolerance; the discrete adjoint recursion is
 # exact to rounding.
 
