@@ -63,7 +63,15 @@ def test_tutorial_runs(path):
 
 def test_there_are_tutorials():
     names = {p.stem for p in TUTORIALS}
-    assert {"quickstart", "lemma2", "gradient_flow", "stability"} <= names, names
+    assert {"quickstart", "lemma2", "gradient_flow", "step_sizes", "own_problem"} <= names
+
+
+def test_no_tutorial_shadows_a_package():
+    # `python docs/tutorials/x.py` puts docs/tutorials/ first on sys.path: a tutorial
+    # named like a package it imports (stability.py) would shadow that package
+    imported = {name.partition(".")[0] for name in sys.modules}
+    clashes = {p.name for p in TUTORIALS if p.stem in imported}
+    assert not clashes, f"tutorials named like importable packages: {clashes}"
 
 
 def test_tutorial_parser_splits_cells():
