@@ -35,6 +35,7 @@ FIGURES: tuple[str, ...] = (
     "basin",  # section 6.3: fraction of random starts that converge, descent vs shooting
     "parameterization",  # Remark 5.13: singular values of B; a spurious stationary point
     "adaptive_grid",  # section 6.5: the term S of (59); descent with the grid inside
+    "depth",  # section 8: a residual network; iterations against depth, identity vs Hamiltonian
 )
 """Module names of the figures, in the order `gradflow figures` draws them."""
 
