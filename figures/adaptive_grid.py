@@ -80,7 +80,7 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
         d = compute()
     rows = d["study"].rows
     c = _style.COLORS
-    fig, (a, b) = _style.figure(2, width=_style.WIDTH_DOUBLE, height=3.9)
+    fig, (a, b) = _style.figure(2, width=_style.WIDTH_DOUBLE, height=4.9)
 
     tol = np.array([r.tol for r in rows])
     s = np.array([r.s_norm for r in rows])
@@ -154,8 +154,10 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
     a.set_title(r"(a) the term $S$ against the tolerance")
     a.set_xlabel("controller tolerance (rtol = atol)")
     a.set_ylabel("max-norm over the 10 controls")
-    a.set_ylim(1e-12, 1e4)
-    a.legend(loc="upper left", fontsize=7)
+    a.set_ylim(1e-12, 1e1)
+    # legends below the panels: the curves start in the upper left of (b), and the
+    # outer-iteration lines cross its whole height
+    a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), fontsize=7)
 
     r = d["descent"]
     inside = np.asarray(r.inside_residual)
@@ -199,8 +201,8 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
     b.set_xlabel(r"descent iteration ($L^2$ metric, Armijo)")
     b.set_ylabel(r"$\max_k|\nabla_{u_k}E|/h_k$")
     b.set_title(r"(b) descent on the adaptive map, tol $= 10^{-6}$")
-    b.set_ylim(1e-15, 1e4)
-    b.legend(loc="upper right", fontsize=7)
+    b.set_ylim(1e-15, 1e2)
+    b.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), fontsize=7)
     fig.suptitle(
         rf"scalar_regularized, $N = {N}$ controls, Bosh3 with a PID controller: the grid "
         r"$\pi(U)$ adds $S$ to $d\hat E/dU$ (59)",

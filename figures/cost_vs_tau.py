@@ -40,6 +40,11 @@ N_QUICK = 20
 STEPS = (0.1, 0.4, 1.0, 3.0)
 ITERATIONS = 600  # budget of every replay (alpha = 0.1 needs ~250)
 WINDOW = 8.0  # tau window of the left panel and of flow.compare
+#: the stable steps' colours, and marker / line style per step (colour AND style
+#: tell the replays apart); a step above alpha_max is drawn in vermillion
+STABLE_COLORS = (_style.COLORS[0], _style.COLORS[2], _style.COLORS[3])
+MARKERS = ("o", "s", "^", "D")
+LINESTYLES = ("-", "--", "-.", ":")
 FLOOR = 1e-16  # relative rounding floor of E^N - E* on the log axis
 
 
@@ -99,7 +104,7 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
     floor = FLOOR * abs(E_star)
     tau = np.asarray(sol.tau)
     cost = np.asarray(sol.cost)
-    fig, (a, b) = _style.figure(2, width=_style.WIDTH_DOUBLE, height=3.7)
+    fig, (a, b) = _style.figure(2, width=_style.WIDTH_DOUBLE, height=4.3)
     inw = tau <= WINDOW
     a.plot(tau[inw], cost[inw], color="k", linewidth=2.2, label="gradient flow (50)", zorder=2)
     b.semilogy(
@@ -115,32 +120,21 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
         n = int(tr.num_steps)
         t_i = np.asarray(tr.taus)[: n + 1]
         c_i = np.asarray(tr.cost)[: n + 1]
-        color = _style.COLORS[1] if alpha >= amax else _style.COLORS[(0, 2, 4)[i % 3]]
+        color = _style.COLORS[1] if alpha >= amax else STABLE_COLORS[i % 3]
+        style = dict(
+            color=color,
+            marker=MARKERS[i % 4],
+            markersize=4,
+            linestyle=LINESTYLES[i % 4],
+            linewidth=1.1,
+        )
         label = rf"$\alpha = {alpha:g}$ = {alpha / amax:.2f} $\alpha_{{\max}}$"
         if "compare" in run:
             label += f", max dist {run['compare'].max_distance:.1e}"
         every = max(1, round(0.4 / alpha))  # a marker every ~0.4 in tau
         keep = t_i <= WINDOW
-        a.plot(
-            t_i[keep],
-            c_i[keep],
-            color=color,
-            marker="o",
-            markersize=4,
-            linewidth=0.9,
-            markevery=every,
-            label=label,
-        )
-        b.semilogy(
-            t_i,
-            np.maximum(c_i - E_star, floor),
-            color=color,
-            marker="o",
-            markersize=4,
-            linewidth=0.9,
-            markevery=every,
-            label=label,
-        )
+        a.plot(t_i[keep], c_i[keep], markevery=every, label=label, **style)
+        b.semilogy(t_i, np.maximum(c_i - E_star, floor), markevery=every, **style)
         if tr.result == flow.RESULTS.diverged:
             j = int(tr.diverged_at)
             _plots.mark_divergence(
@@ -156,13 +150,19 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
     a.set_ylabel(r"cost $E^N(U)$")
     a.set_title(rf"(a) the replays follow the flow ($\tau \leq {WINDOW:g}$)")
     lo, hi = E_star, float(cost[0])
-    a.set_ylim(lo - 0.08 * (hi - lo), hi + 0.35 * (hi - lo))
-    a.legend(loc="upper right", fontsize=7)
+    a.set_ylim(lo - 0.08 * (hi - lo), hi + 0.1 * (hi - lo))
     b.set_xlabel(r"flow time $\tau = \sum_i \alpha_i$")
     b.set_ylabel(r"$E^N(U) - E^N(U^*)$")
     b.set_title(r"(b) above $\alpha_{\max}$ the replay diverges")
     top = max(float(np.max(np.asarray(r["trace"].cost))) for r in d["runs"]) - E_star
     b.set_ylim(floor / 3, max(top, 1.0) * 1e5)
+    # one legend for both panels (the same lines), below them: clear of the data
+    fig.legend(
+        handles=a.get_legend_handles_labels()[0],
+        loc="outside lower center",
+        ncol=2,
+        fontsize=7.5,
+    )
     fig.suptitle(
         rf"scalar_regularized, $N = {d['shooting'].N}$, Hamiltonian metric: descent with "
         r"step $\alpha$ is forward Euler on the flow (50)"

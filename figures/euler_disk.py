@@ -58,7 +58,7 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
     """Draw the figure into `out` (`euler_disk.png`, `euler_disk.pdf`); returns the paths."""
     d = compute(N_QUICK if quick else N_FULL)
     bound, spec = d["bound"], d["spectrum"]
-    fig, axes = _style.figure(2, width=_style.WIDTH_DOUBLE, height=3.5)
+    fig, axes = _style.figure(2, width=_style.WIDTH_DOUBLE, height=4.0)
     for ax, run in zip(axes, d["runs"], strict=True):
         tr = run["trace"]
         if tr.result == flow.RESULTS.diverged:
@@ -91,7 +91,8 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
             f"\n{what}",
             fontsize=9.5,
         )
-        ax.legend(loc="upper left", fontsize=7.5)
+        # below the panel, clear of the disk (which fills the axes' width)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7.5)
     fig.suptitle(
         rf"Forward Euler's disk $|1 + \alpha\mu| < 1$ on linear_quadratic, $N = {spec.N}$, "
         rf"identity metric: $\alpha_{{\max}} = {bound.alpha_max:.4g}$ (stability.euler_bound)",

@@ -13,9 +13,11 @@ $\max_k|\partial_u H_k| \leq 10^{-8}$ with
   $\alpha h = 1$): a flat count;
 - Newton ($M = \nabla^2 E^N$, step 1): a handful of iterations at every $N$.
 
-Dotted lines: the counts `stability.EulerBound.iterations` predicts from the
-spectrum of $J$ at the equilibrium, $\lceil\log(\text{tol}/r_0)/\log\rho(\alpha)\rceil$
-($r_0$ the starting residual).
+Open markers on dashed lines, drawn over the observed counts (filled markers,
+solid lines) so that both show where they agree: the counts
+`stability.EulerBound.iterations` predicts from the spectrum of $J$ at the
+equilibrium, $\lceil\log(\text{tol}/r_0)/\log\rho(\alpha)\rceil$ ($r_0$ the
+starting residual).
 
 Run: `python figures/iterations.py --out DIR [--quick]`.
 """
@@ -85,7 +87,7 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
     """Draw the figure into `out` (`iterations.png`, `iterations.pdf`); returns the paths."""
     d = compute(NS_QUICK if quick else NS_FULL)
     N = d["N"].astype(np.float64)
-    fig, ax = _style.figure(1, width=_style.WIDTH_SINGLE + 0.6, height=3.8)
+    fig, ax = _style.figure(1, width=_style.WIDTH_SINGLE + 0.6, height=4.9)
     series = (
         ("it_id1", "pred_id1", r"identity, $\alpha = 1$", "o"),
         ("it_idopt", "pred_idopt", r"identity, $\alpha_{\mathrm{opt}}$ (from euler_bound)", "s"),
@@ -96,20 +98,49 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
         slope = _plots.loglog_slope(N, d[key])
         c = _style.COLORS[i]
         ax.loglog(
-            N, d[key], color=c, marker=marker, label=f"{label}: slope {_plots.fmt_slope(slope)}"
+            N,
+            d[key],
+            color=c,
+            marker=marker,
+            markersize=5,
+            zorder=2,
+            label=f"{label}: slope {_plots.fmt_slope(slope)}",
         )
         if pred is not None:
-            ax.loglog(N, d[pred], color=c, linestyle=":", linewidth=1.2)
+            # on top, hollow and larger: a ring around the observed marker where the
+            # two agree, a separate ring where they do not
+            ax.loglog(
+                N,
+                d[pred],
+                color=c,
+                linestyle=(0, (3, 2)),
+                linewidth=1.1,
+                marker=marker,
+                markersize=9.5,
+                markerfacecolor="none",
+                markeredgewidth=1.1,
+                zorder=3,
+            )
         ax.annotate(
             f"{d[key][-1]:.0f}",
             (N[-1], d[key][-1]),
-            xytext=(5, 0),
+            xytext=(8, 0),  # clear of the prediction's ring
             textcoords="offset points",
             va="center",
             fontsize=7.5,
             color=c,
         )
-    ax.plot([], [], color="0.4", linestyle=":", label="predicted by stability.euler_bound")
+    ax.plot(
+        [],
+        [],
+        color="0.4",
+        linestyle=(0, (3, 2)),
+        linewidth=1.1,
+        marker="o",
+        markersize=9.5,
+        markerfacecolor="none",
+        label="predicted by stability.euler_bound (open markers, dashed)",
+    )
     ax.set_xlabel(r"number of intervals $N$ ($h = 1/N$)")
     ax.set_ylabel(r"iterations to $\max|\partial_u H_k| \leq 10^{-8}$")
     ax.set_title(
@@ -117,8 +148,10 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
         "\n"
         r"$\alpha h$ = const, the Hamiltonian metric and Newton do not",
     )
-    ax.legend(loc="upper left", fontsize=7.5)
-    ax.set_ylim(1, max(float(np.max(d["it_id1"])) * 6, 100))
+    # below the axes: the steep alpha = 1 line crosses the upper left
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=7.5)
+    top = max(float(np.max(d["it_id1"])), float(np.max(d["pred_id1"])))
+    ax.set_ylim(1, max(top * 3, 100))
     return _style.save(fig, out, NAME)
 
 

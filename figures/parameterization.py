@@ -13,11 +13,12 @@ $B$ has full *row* rank $N m$. On `scalar_regularized`, $N = 20$, Euler:
   nodes, Legendre polynomials of degree 3 and 1;
 - right, descent in $C$ (`flow.descend` on `flow.controls.parameterize`, the
   $L^2$ metric `flow.controls.l2_metric`, step 1, stopped at
-  $\|\nabla_C E^N\|_\infty \le 10^{-12}$): what the optimizer sees,
-  $\|B^T g\|_\infty$ (solid), against the original problem's Hamiltonian residual
-  $\max_k|\partial_u H_k|$ (dashed). With a low-degree basis the optimizer reports
-  convergence at a spurious point ($\|B^T g\|$ at rounding, $\max|\partial_u H|$
-  not small: `flow.controls.spurious_check`); with $B = I$ both vanish.
+  $\|\nabla_C E^N\|_\infty \le 10^{-12}$; colour and marker: the basis): what the
+  optimizer sees, $\|B^T g\|_\infty$ (solid), against the original problem's
+  Hamiltonian residual $\max_k|\partial_u H_k|$ (dashed). With a low-degree basis
+  the optimizer reports convergence at a spurious point ($\|B^T g\|$ at rounding,
+  $\max|\partial_u H|$ not small: `flow.controls.spurious_check`); with $B = I$
+  both vanish.
 
 Run: `python figures/parameterization.py --out DIR [--quick]` (`--quick`: two of
 the three descents).
@@ -209,10 +210,26 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
         label=r"stop: $\|\nabla_C E^N\|_\infty \leq 10^{-12}$",
     )
     b.set_xlabel("descent iteration in $C$")
-    b.set_ylabel("residual")
+    b.set_ylabel(r"$\|\nabla_C E^N\|_\infty$ and $\max_k|\partial_u H_k|$")
     b.set_ylim(1e-16, 1e4)
     b.set_title(r"(b) descent in $C$ ($L^2$ metric, step 1)")
-    b.legend(loc="upper right", fontsize=7.2)
+    # two legends: line style (what is measured), upper right; colour and marker (the
+    # basis), left, between the stop line and the curves (which start at 1 and fall)
+    from matplotlib.lines import Line2D
+
+    styles = b.legend(loc="upper right", fontsize=7.2)
+    b.add_artist(styles)
+    b.legend(
+        handles=[
+            Line2D([], [], color=colors[k], marker=markers[k], markersize=4.5, label=SHORT[k])
+            for k in d["runs"]
+        ],
+        loc="lower left",
+        bbox_to_anchor=(0.0, 0.22),
+        fontsize=7.2,
+        title="colour: the basis",
+        title_fontsize=7.2,
+    )
     fig.suptitle(
         r"Remark 5.13 on scalar_regularized, $N = 20$: "
         r"$\nabla_C E^N = B^T\nabla_U E^N = 0$ (52) implies (51) only if $\ker B^T = \{0\}$",

@@ -85,7 +85,7 @@ def spectrum(source: Source, out: str | Path) -> dict[str, Any]:
     mu = _complex(doc["spectrum"]["eigenvalues"])
     alpha, how = _figure_step(doc)
     eu = doc["euler"]
-    fig, ax = _style.figure(width=_style.WIDTH_SINGLE, height=3.6)
+    fig, ax = _style.figure(width=_style.WIDTH_SINGLE, height=4.4)
     if eu["alpha_max"] is not None:
         zmax = float(eu["alpha_max"]) * mu
         ax.plot(
@@ -103,23 +103,33 @@ def spectrum(source: Source, out: str | Path) -> dict[str, Any]:
     # equal scales with the limits fixed by stability_disk: adjust the box, not the
     # limits (adjustable="datalim" would override them, with a logged warning)
     ax.set_aspect("equal", adjustable="box")
-    for c in doc["spectrum"]["clusters"]:
+    clusters = doc["spectrum"]["clusters"]
+    counts = ", ".join(str(int(c["count"])) for c in clusters)
+    windows = f"cluster window{'s' if len(clusters) > 1 else ''} ({counts} eigenvalues)"
+    for j, c in enumerate(clusters):
         lo, hi = alpha * (c["position"] - c["halfwidth"]), alpha * (c["position"] + c["halfwidth"])
+        # a bar with end ticks, under the points: a window narrower than a marker
+        # still shows as a bracket
         ax.plot(
             [lo, hi],
             [0.0, 0.0],
             color=_style.COLORS[2],
-            linewidth=5,
-            alpha=0.6,
+            linewidth=3,
+            marker="|",
+            markersize=11,
+            markeredgewidth=1.6,
+            alpha=0.8,
             solid_capstyle="butt",
-            zorder=2,
+            zorder=2.5,
+            label=None if j else windows,
         )
     rate = eu["rate_at_step"] if doc["step"] is not None else None
     rho = "" if rate is None else rf", $\rho(\alpha)$ = {rate:.3g}"
     if eu["alpha_max"] is None:
         rho = ": no stable step"
     ax.set_title(f"spectrum of $\\alpha J$ ({doc['metric']} metric, N = {doc['N']}){rho}")
-    ax.legend(loc="upper left", fontsize=7.5)
+    # below the axes: the disk fills the box, so no corner inside it is free
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7.5)
     paths = _style.save(fig, out, "spectrum")
     n = mu.shape[0]
     size = doc["spectrum"]["size"]
@@ -148,7 +158,7 @@ def replay(source: Source, out: str | Path) -> dict[str, Any] | None:
     alpha = "a line search" if rp["step"] is None else f"α = {rp['step']:.4g}"
     i = np.arange(r.shape[0])
     tol = doc["tolerance"]["tol"]
-    fig, ax = _style.figure(width=_style.WIDTH_SINGLE, height=3.3)
+    fig, ax = _style.figure(width=_style.WIDTH_SINGLE, height=4.0)
     ok = np.isfinite(r) & (r > 0)
     ax.semilogy(
         i[ok],
@@ -182,15 +192,19 @@ def replay(source: Source, out: str | Path) -> dict[str, Any] | None:
     ax.axhline(tol, color="0.45", linestyle=":", linewidth=1.1, label=f"tolerance {tol:.0e}")
     if rp["diverged_at"] >= 0:
         j = int(np.max(i[ok])) if np.any(ok) else 0
-        _plots.mark_divergence(
-            ax, j, float(r[j]) if np.any(ok) else 1.0, text=f"diverged at i = {rp['diverged_at']}"
-        )
+        y = float(r[j]) if np.any(ok) else 1.0
+        side = "right" if j > 0.5 * i[-1] else "left"  # the label toward the middle
+        _plots.mark_divergence(ax, j, y, text=f"diverged at i = {rp['diverged_at']}", ha=side)
+        # room above the cross for its label, inside the axes
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, max(hi, y) * (max(hi, y) / lo) ** 0.12)
     obs = rp["observed_rate"]
     where = "a line search" if rp["step"] is None else f"$\\alpha$ = {rp['step']:.4g}"
     ax.set_title(f"replay with {where}: observed rate {format_number(obs)}")
     ax.set_xlabel("iteration $i$")
     ax.set_ylabel(what)
-    ax.legend(loc="best")
+    # below the axes: a diverging run fills the upper left, where "best" would go
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), fontsize=7.5)
     paths = _style.save(fig, out, "replay")
     agrees = {True: "agree", False: "disagree", None: "were not compared"}[rp["agrees"]]
     caption = (
@@ -211,13 +225,31 @@ def equilibrium(source: Source, out: str | Path) -> dict[str, Any]:
     U = np.array(tr["controls"], dtype=float)
     lam = np.array(tr["costates"], dtype=float)
     fig, (a, b) = _style.figure(ncols=2, height=3.0)
+    # colour and line style per component, so that lines differ in grey scale too
+    styles = ("-", "--", "-.", ":")
     for j in range(U.shape[1]):
-        a.stairs(U[:, j], t, label=f"$u_{{{j + 1}}}$", linewidth=1.4, baseline=None)
+        a.stairs(
+            U[:, j],
+            t,
+            label=f"$u_{{{j + 1}}}$",
+            linewidth=1.4,
+            linestyle=styles[j % 4],
+            color=_style.COLORS[j % len(_style.COLORS)],
+            baseline=None,
+        )
     a.set_xlabel("$t$")
+    a.set_ylabel(r"$u^*_k$ on $[t_k, t_{k+1})$")
     a.set_title(f"controls $u^*$ ({doc['equilibrium']['status']})")
     for j in range(lam.shape[1]):
-        b.plot(t[1:], lam[:, j], label=rf"$\lambda_{{{j + 1}}}$")
+        b.plot(
+            t[1:],
+            lam[:, j],
+            linestyle=styles[j % 4],
+            color=_style.COLORS[j % len(_style.COLORS)],
+            label=rf"$\lambda_{{{j + 1}}}$",
+        )
     b.set_xlabel("$t$")
+    b.set_ylabel(r"$\lambda_k$")
     b.set_title(r"costates $\lambda_k$ at $t_{k+1}$")
     for ax in (a, b):
         if ax.get_legend_handles_labels()[0] and len(ax.get_legend_handles_labels()[0]) <= 8:
@@ -249,3 +281,12 @@ def draw(source: Source, out: str | Path) -> list[dict[str, Any]]:
     doc = _document(source)
     entries = [spectrum(doc, out), replay(doc, out), equilibrium(doc, out)]
     return [e for e in entries if e is not None]
+
+
+#: The public names of `figures.report`: what the API reference documents (tests/test_docs.py).
+__all__ = [
+    "draw",
+    "equilibrium",
+    "replay",
+    "spectrum",
+]

@@ -1,9 +1,9 @@
 r"""Theorem 5.14 and section 6.1: a gradient tolerance $\epsilon$ is a Hamiltonian
 tolerance $\epsilon/h$.
 
-On `scalar_regularized`, for each grid $N$ ($h = 1/N$), the classical direct method
-(identity metric, step $\alpha = 0.5/h$, i.e. `flow.HamiltonianStep(0.5)`, from
-$U = 0$) is stopped at $\|\nabla E^N\|_\infty \leq \epsilon$ with
+On `scalar_regularized`, for each grid $N$ ($h = 1/N$), the step-scaled direct method
+(identity metric, step $\alpha = 0.5/h$, i.e. `flow.HamiltonianStep(0.5)`: by (56) the
+indirect method's step $1/2$, from $U = 0$) is stopped at $\|\nabla E^N\|_\infty \leq \epsilon$ with
 
 - a fixed $\epsilon = 10^{-6}$: the Hamiltonian residual $\max_k|\partial_u H_k|$ it
   leaves grows like $1/h$, up to the bound $\epsilon/h$ of Theorem 5.14
