@@ -229,7 +229,8 @@ class Shooting(AbstractShooting):
         order of `U.reshape(-1)` (index `k*m + i` is $u_{k,i}$).
 
         **Raises:** `ValueError` when `N*m > max_size`; use
-        [`hessian_vector_product`][] (matrix-free) for large problems.
+        [`hessian_vector_product`][flow.AbstractShooting.hessian_vector_product]
+        (matrix-free) for large problems.
         """
         U = self.check_controls(U)
         size = self.N * self.control_dim

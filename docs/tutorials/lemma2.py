@@ -2,8 +2,12 @@
 # # Lemma 2, the hidden costates, and the eps/h warning
 #
 # A direct shooting method never mentions costates, yet its gradient is built
-# from them: for forward Euler, dE^N/du_k = h * d_u H(lambda_k, x_k, u_k)
-# (Lemma 2, eq. (49)), with lambda_k back-propagated by the adjoint recursion.
+# from them: for forward Euler,
+#
+# $$\frac{\partial E^N}{\partial u_k} = h\,\partial_u H(\lambda_k, x_k, u_k)
+# \qquad \text{(Lemma 2, eq. (49))},$$
+#
+# with $\lambda_k$ back-propagated by the adjoint recursion (23), (25).
 # This tutorial shows the identity on the Van der Pol problem, shows what an
 # off-by-one costate looks like, and shows why a gradient tolerance means
 # little on a fine grid. Run it with `python docs/tutorials/lemma2.py`.
@@ -38,8 +42,9 @@ assert lemma2 < 1e-12
 # %% [markdown]
 # ## 2. The costates the direct method hides
 #
-# lambda_k = dE^N/dx_{k+1}. With a running cost the state is augmented by the
-# accumulated cost, whose costate is identically 1.
+# $\lambda_k = \partial E^N/\partial x_{k+1}$: the costate of interval $k$ is the
+# sensitivity to the state at its *end*. With a running cost the state is augmented by
+# the accumulated cost, whose costate is identically 1.
 
 # %%
 lam = sh.costates(U)
@@ -73,10 +78,10 @@ print(f"fitted slope in N: {slope:.2f}   (O(h): -1)")
 assert -1.15 < slope < -0.85 and min(errors) > 1e-2  # O(h), far above rounding
 
 # %% [markdown]
-# ## 3. Theorem 5.14: eps on the gradient is eps/h on the Hamiltonian
+# ## 3. Theorem 5.14: $\epsilon$ on the gradient is $\epsilon/h$ on the Hamiltonian
 #
 # At a fixed control the Hamiltonian gradient converges as the grid is refined,
-# while the gradient shrinks like h. A fixed gradient tolerance is therefore
+# while the gradient shrinks like $h$. A fixed gradient tolerance is therefore
 # met on fine grids by controls that are far from optimal.
 
 # %%
