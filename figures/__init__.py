@@ -29,10 +29,11 @@ FIGURES: tuple[str, ...] = (
     "tolerance",  # Theorem 5.14, section 6.1: eps on the gradient is eps/h on dH/du
     "iterations",  # section 6.2: iterations against N for four metrics / steps
     "euler_disk",  # forward Euler's disk |1 + alpha mu| < 1 below and above alpha_max
+    "unstable_flows",  # section 5.1: a saddle / a manifold of minima defeat every step alpha
     "mesh",  # alpha_max against N, identity vs Hamiltonian metric (mesh study)
     "cost_vs_tau",  # cost against tau: the flow and the discrete replays, one diverging
     "costates",  # costates from the direct recursion and the indirect routes; O(h) in N
-    "basin",  # section 6.3: fraction of random starts that converge, descent vs shooting
+    "basin",  # section 6.3: direct (identity) vs indirect (Hamiltonian at alpha, alpha h; Newton)
     "parameterization",  # Remark 5.13: singular values of B; a spurious stationary point
     "adaptive_grid",  # section 6.5: the term S of (59); descent with the grid inside
     "depth",  # section 8: a residual network; iterations against depth, identity vs Hamiltonian

@@ -95,19 +95,25 @@ def pytest_unconfigure(config):
 _owner = pytest.StashKey[str]()
 
 
-#: Test files by their measured share of the default run (seconds, 2 cores, xdist),
-#: heaviest first. pytest-xdist (`--dist loadfile`) hands files to its workers in
-#: collection order; starting with the longest files and ending with the short ones
-#: keeps one worker from running a long file alone at the end. Files not listed run
-#: after these, in the usual order.
+#: The units pytest-xdist hands to its workers (`--dist loadgroup`): a test file, except
+#: that each tutorial of tests/test_docs.py is a unit of its own (together they take
+#: minutes; as one file they would keep one worker busy alone at the end). Units by
+#: their measured share of the default run (seconds, 2 cores, xdist), heaviest first:
+#: xdist hands units out in collection order, so the longest start first and the short
+#: ones fill in at the end. Units not listed run after these, in the usual order.
 HEAVY_FIRST = (
     "test_results.py",  # 95
     "test_figures.py",  # 78
     "test_indirect.py",  # 73
     "test_gradient_flow.py",  # 64
     "test_shooting.py",  # 60
-    "test_docs.py",  # 45
     "test_cli.py",  # 43
+    "test_docs.py::test_tutorial_runs[own_problem.py]",
+    "test_docs.py::test_tutorial_runs[gradient_flow.py]",
+    "test_docs.py::test_tutorial_runs[quickstart.py]",
+    "test_docs.py::test_tutorial_runs[indirect.py]",
+    "test_docs.py::test_tutorial_runs[controls.py]",
+    "test_depth.py",
     "test_gaps.py",  # 29
     "test_descent.py",  # 27
     "test_basin.py",  # 25
@@ -115,6 +121,16 @@ HEAVY_FIRST = (
 )
 
 
+def _unit(item: pytest.Item) -> str:
+    """The scheduling unit of a test: its file, or `file::test[id]` for a tutorial."""
+    if item.path.name == "test_docs.py" and item.originalname == "test_tutorial_runs":
+        return f"{item.path.name}::{item.name}"
+    return item.path.name
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    items.sort(key=lambda item: rank.get(_unit(item), rank.get(item.path.name, len(rank))))
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_unit(item)))

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: compilation dominates the quick run (about 100 s of CPU on this machine); two
 #: processes on two cores halve its wall time. The halves are balanced by measured
 #: cost (about 45 s each).
-WORKER_HALF = ("costates", "adaptive_grid", "mesh")
+WORKER_HALF = ("costates", "adaptive_grid", "mesh", "depth")
 
 #: The worker: the test suite's settings (tests/conftest.py, and the jaxtyping
 #: runtime checks of pyproject's `--jaxtyping-packages`), then generate_all on the
@@ -206,23 +206,6 @@ def test_costates_figure_numbers():
     lam = np.interp(grid[1:], d["t"], d["lam"][:, 0])
     # linear interpolation of the 401-point curve: error <= h_t^2/8 max|lambda''| ~ 1e-6
     np.testing.assert_allclose(lam, np.asarray(rep.shooting)[:, 0], atol=1e-5)
-
-
-@pytest.mark.slow
-def test_basin_figure_numbers():
-    from figures import basin
-
-    d = basin.compute(basin.STARTS_FULL)
-    descent = d["basin"].fractions("descent")
-    for f, alpha in zip(basin.FRACTIONS_FULL, sorted(descent), strict=True):
-        assert alpha == pytest.approx(f * d["alpha_max"])
-        # below the forward-Euler bound every start converges, above it none
-        assert descent[alpha] == (1.0 if f < 1 else 0.0), (f, descent[alpha])
-    shooting = d["basin"].fractions("costate shooting")
-    # damping widens the region of convergence of the indirect method (section 6.3)
-    assert shooting[0.5] > shooting[1.0] + 0.2
-    assert shooting[0.25] >= shooting[0.5]
-    assert shooting[1.0] < 0.5
 
 
 @pytest.mark.slow
