@@ -6,6 +6,11 @@ and the Markdown report. Built on `flow`, `stability` and `figures`.
 
 import importlib.metadata
 
+from ._cache import (
+    CACHE_ENV as CACHE_ENV,
+    default_cache_dir as default_cache_dir,
+    enable_cache as enable_cache,
+)
 from ._document import (
     EQUIVALENCE_N as EQUIVALENCE_N,
     ROUNDING as ROUNDING,
@@ -30,7 +35,10 @@ __version__ = importlib.metadata.version("gradient-flow-analyzer")
 #: The public names of `gradflow`: what the API reference documents (tests/test_docs.py).
 __all__ = [
     "AnalysisRun",
+    "CACHE_ENV",
+    "default_cache_dir",
     "dumps",
+    "enable_cache",
     "EQUIVALENCE_N",
     "load_results",
     "load_schema",

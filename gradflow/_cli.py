@@ -22,6 +22,7 @@ import numpy as np
 import flow
 from flow import format_number, problems
 
+from ._cache import enable_cache
 from ._document import EQUIVALENCE_N
 
 
@@ -398,11 +399,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _enable_cache() -> None:
+    """The persistent compilation cache, on by default (`GRADFLOW_CACHE_DIR` moves it or
+    turns it off); a directory that is not the user's own is reported and skipped."""
+    try:
+        enable_cache()
+    except PermissionError as e:
+        print(f"gradflow: warning: {e} Running without the cache.", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `gradflow` console script; returns the exit code (0, or 2
     on bad input with one line on stderr)."""
     try:
         args = build_parser().parse_args(argv)
+        if args.func is not _problems:
+            _enable_cache()
         return int(args.func(args))
     except UsageError as e:
         print(f"gradflow: error: {' '.join(str(e).split())}", file=sys.stderr)

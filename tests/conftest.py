@@ -83,6 +83,9 @@ def pytest_configure(config):
         config.stash[_owner] = os.environ[_CACHE_ENV]
     jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    # the `gradflow` command (in-process and in subprocesses) uses the run's cache, not
+    # the user's own
+    os.environ["GRADFLOW_CACHE_DIR"] = os.environ[_CACHE_ENV]  # gradflow.CACHE_ENV
 
 
 def pytest_unconfigure(config):
