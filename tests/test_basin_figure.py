@@ -94,12 +94,6 @@ def test_quick_figure_numbers(quick):
     assert newton[0]["median_steps"] < 0.1 * curves["direct"][0]["median_steps"]
 
 
-def test_quick_figure_is_drawn(tmp_path):
-    paths = fb.make(tmp_path, quick=True)
-    assert [p.name for p in paths] == ["basin.png", "basin.pdf"]
-    assert all(p.stat().st_size > 1000 for p in paths)
-
-
 @pytest.mark.slow
 def test_basin_figure_numbers():
     # the full-size numbers docs/figures.md quotes (about 25 s on 2 idle cores)

@@ -1,6 +1,7 @@
 """Docs: the tutorials run as the site shows them, every public symbol has a
 docstring, and the API reference lists every public symbol."""
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -86,13 +87,15 @@ def test_tutorial_parser_splits_cells():
         hook.parse("# %% [markdown]\nx = 1\n")
 
 
-def _griffe_module(name: str, cache: dict = {}):  # noqa: B006 - a cache, on purpose
+@functools.cache
+def _griffe_package(root: str):
+    """The package `root` as the site reads it: griffe, from the sources."""
+    return griffe.load(root, search_paths=[str(ROOT)], resolve_aliases=True, resolve_external=False)
+
+
+def _griffe_module(name: str):
     root, _, rest = name.partition(".")
-    if root not in cache:
-        cache[root] = griffe.load(
-            root, search_paths=[str(ROOT)], resolve_aliases=True, resolve_external=False
-        )
-    return cache[root][rest] if rest else cache[root]
+    return _griffe_package(root)[rest] if rest else _griffe_package(root)
 
 
 def reference_targets(api: pathlib.Path = API) -> set[str]:

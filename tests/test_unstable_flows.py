@@ -167,12 +167,6 @@ def test_zero_eigenvalues_do_not_contract(fig):
     assert r[40] < 1e-8 * r[0]  # 0.6^40 = 1.3e-9
 
 
-def test_quick_figure_is_drawn(tmp_path):
-    paths = uf.make(tmp_path, quick=True)
-    assert [p.name for p in paths] == ["unstable_flows.png", "unstable_flows.pdf"]
-    assert all(p.stat().st_size > 1000 for p in paths)
-
-
 @pytest.mark.slow
 def test_full_size_numbers():
     # the numbers docs/figures.md quotes (N = 20; about 10 s)
