@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -14,18 +15,41 @@ from jaxtyping import Array, Float
 from . import _validation as validation
 
 
-def _evaluate(name: str, fn: Callable, *args: Array) -> Array:
-    """Evaluate a user function once, turning failures into a clear message."""
+class _NotAnArray(TypeError):
+    """A user function returned something `jnp.asarray` cannot convert."""
+
+
+#: Appended to a JAX tracing error: what a problem's functions must be.
+TRACEABLE_HINT = (
+    " (the problem's functions must be traceable by JAX: jnp operations, no Python "
+    "if/for/float() on the state or control; use jnp.where and lax.cond for branches)"
+)
+
+
+def _evaluate(name: str, fn: Callable, *args: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+    """Trace a user function once on abstract arguments (`jax.eval_shape`: nothing is
+    computed or compiled) and return the shape and dtype of its result, turning
+    failures into a clear message. Every verb traces the function the same way, so
+    a function that fails here would fail there."""
+
+    def traced(*a: Array) -> Array:
+        out = fn(*a)
+        try:
+            return jnp.asarray(out)
+        except TypeError as e:
+            raise _NotAnArray(f"`{name}` must return an array; got {type(out)}.") from e
+
     try:
-        out = fn(*args)
+        out = jax.eval_shape(traced, *args)
+    except _NotAnArray as e:
+        raise TypeError(str(e)) from e.__cause__
     except Exception as e:  # noqa: BLE001 - re-raised with context
+        hint = TRACEABLE_HINT if isinstance(e, jax.errors.JAXTypeError) else ""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(
-            f"`{name}` failed when evaluated on x0 and a zero control: {type(e).__name__}: {e}"
+            f"`{name}` failed when traced on x0 and a zero control: {type(e).__name__}: "
+            f"{first}{hint}"
         ) from e
-    try:
-        out = jnp.asarray(out)
-    except TypeError as e:
-        raise TypeError(f"`{name}` must return an array; got {type(out)}.") from e
     if out.dtype != jnp.float64:
         raise TypeError(
             f"`{name}` must return float64 values (this package enables "
@@ -61,7 +85,9 @@ class OptimalControlProblem(eqx.Module):
     **Raises:**
 
     `ValueError` or `TypeError`, naming the argument, when a shape, a dtype or a
-    value is wrong. `f`, `E` and `L` are evaluated once on `x0` and a zero control.
+    value is wrong. `f`, `E` and `L` are traced once (`jax.eval_shape`: nothing is
+    computed) on arrays shaped like `x0` and the control, so a function JAX cannot
+    trace (a Python `if` on the state, say) is refused here, with the reason.
     """
 
     dynamics: Callable[[Array, Array], Array] = eqx.field(static=True)
@@ -111,24 +137,26 @@ class OptimalControlProblem(eqx.Module):
             )
         if not np.all(np.isfinite(x0_np)):
             raise ValueError(f"`x0` must be finite; got {x0_np}.")
-        x0_arr = jnp.asarray(x0_np, dtype=jnp.float64)
+        # converted by numpy, then placed on the device: no XLA kernel to compile
+        x0_arr = jax.device_put(np.asarray(x0_np, dtype=np.float64))
         if x0_arr.dtype != jnp.float64:  # pragma: no cover - x64 is always on
             raise TypeError("float64 is disabled: enable jax_enable_x64.")
         n = x0_arr.shape[0]
-        u_zero = jnp.zeros((control_dim,))
-        fx = _evaluate("dynamics", dynamics, x0_arr, u_zero)
+        u_zero = jax.ShapeDtypeStruct((control_dim,), jnp.float64)
+        x0_abs = jax.ShapeDtypeStruct((n,), jnp.float64)
+        fx = _evaluate("dynamics", dynamics, x0_abs, u_zero)
         if fx.shape != (n,):
             raise ValueError(
                 f"`dynamics` must return shape (n,) = ({n},) for x0 of shape "
                 f"({n},) and u of shape ({control_dim},); got shape {fx.shape}."
             )
-        ex = _evaluate("endpoint_cost", endpoint_cost, x0_arr)
+        ex = _evaluate("endpoint_cost", endpoint_cost, x0_abs)
         if ex.shape != ():
             raise ValueError(
                 f"`endpoint_cost` must return a scalar (shape ()); got shape {ex.shape}."
             )
         if running_cost is not None:
-            lx = _evaluate("running_cost", running_cost, x0_arr, u_zero)
+            lx = _evaluate("running_cost", running_cost, x0_abs, u_zero)
             if lx.shape != ():
                 raise ValueError(
                     f"`running_cost` must return a scalar (shape ()); got shape {lx.shape}."

@@ -172,7 +172,7 @@ def controls(shooting: Any, U: Any, name: str = "U", *, finite: bool = False) ->
     """`U` as float64 controls of shape `(N, m)` for `shooting` (see
     `AbstractShooting.check_controls`), and finite if `finite=True` (when concrete)."""
     U = shooting.check_controls(U, name)
-    if finite and not _is_traced(U) and not bool(jnp.all(jnp.isfinite(U))):
+    if finite and not _is_traced(U) and not np.isfinite(np.asarray(U)).all():
         raise ValueError(f"`{name}` must be finite.")
     return U
 

@@ -160,8 +160,12 @@ def _crit(g: Array, weight: Array) -> Array:
     return jnp.max(jnp.abs(g * weight))
 
 
-def _trust_region(sh, U0, tol, weight, radius0, max_steps, max_cg):
-    """Trust-region Newton-CG (Nocedal & Wright, Algorithms 4.1 and 7.2)."""
+def _trust_region(sh, U0, tol, on_hamiltonian, radius0, max_steps, max_cg):
+    """Trust-region Newton-CG (Nocedal & Wright, Algorithms 4.1 and 7.2), and the
+    residuals of its end point: everything `equilibrium` reports, in one compiled
+    program (the stopping weight, 1/h_k or 1, is formed inside it too)."""
+    steps = sh.steps[:, None]
+    weight = jnp.where(on_hamiltonian, 1.0 / steps, jnp.ones_like(steps))
     value_and_grad = jax.value_and_grad(type(sh).objective, argnums=1)
     f0, g0 = value_and_grad(sh, U0)
     g0_norm = jnp.linalg.norm(g0)
@@ -227,12 +231,12 @@ def _trust_region(sh, U0, tol, weight, radius0, max_steps, max_cg):
         3,
         jnp.where(_crit(g, weight) <= tol, 0, jnp.where(radius <= radius_floor(U), 2, 1)),
     )
-    return U, f, g, it, n_hvp, n_rej, status
-
-
-@eqx.filter_jit
-def _hamiltonian_residual(sh, U):
-    return jnp.max(jnp.abs(sh.hamiltonian_gradient(U)))
+    if isinstance(sh, Shooting):
+        dH = sh.hamiltonian_gradient(U)
+    else:  # the discrete Hamiltonian gradient, grad E^N / h_k
+        dH = g / steps
+    residuals = jnp.stack([jnp.max(jnp.abs(g)), jnp.max(jnp.abs(dH))])
+    return U, f, g, it, n_hvp, n_rej, status, residuals
 
 
 _solve = eqx.filter_jit(_trust_region)
@@ -254,34 +258,28 @@ def _options(shooting, tol, stop_on, max_steps, max_cg_steps, initial_radius):
         radius = float(np.sqrt(size))
     else:
         radius = validation.positive_float(initial_radius, "initial_radius")
-    if stop_on == "gradient":
-        weight = jnp.ones(shooting.control_shape)
-    else:
-        weight = jnp.broadcast_to(1.0 / shooting.steps[:, None], shooting.control_shape)
     return (
         tol,
         stop_on,
         (
-            jnp.asarray(tol),
-            weight,
-            jnp.asarray(radius),
-            jnp.asarray(max_steps),
-            jnp.asarray(max_cg),
+            # placed on the device from numpy: no XLA program per conversion
+            jax.device_put(np.float64(tol)),
+            jax.device_put(np.bool_(stop_on == "hamiltonian")),
+            jax.device_put(np.float64(radius)),
+            jax.device_put(np.int64(max_steps)),
+            jax.device_put(np.int64(max_cg)),
         ),
     )
 
 
-def _result(shooting, tol, stop_on, U, f, g, it, n_hvp, n_rej, status) -> Equilibrium:
+def _result(shooting, tol, stop_on, U, f, g, it, n_hvp, n_rej, status, residuals) -> Equilibrium:
     name = _CODES[int(status)]
-    if isinstance(shooting, Shooting):
-        dH = _hamiltonian_residual(shooting, U)
-    else:  # the discrete Hamiltonian gradient, grad E^N / h_k
-        dH = np.max(np.abs(np.asarray(g) / np.asarray(shooting.steps)[:, None]))
+    g_norm, dH = np.asarray(residuals)
     return Equilibrium(
         U=U,
         gradient=g,
         cost=float(f),
-        gradient_norm=float(jnp.max(jnp.abs(g))),
+        gradient_norm=float(g_norm),
         hamiltonian_residual=float(dH),
         result=getattr(RESULTS, name),
         num_steps=int(it),
