@@ -97,10 +97,11 @@ class DescentTrace(AbstractResult):
             diverged_at=int(self.diverged_at),
             tol=tol if math.isfinite(tol) else None,
             stop_on=self.stop_on,
-            cost=self.cost[: n + 1],
-            gradient_norm=self.gradient_norm[: n + 1],
-            hamiltonian_norm=self.hamiltonian_norm[: n + 1],
-            step=self.step[:n],
+            # sliced by numpy: slicing a jax array compiles a kernel per length
+            cost=np.asarray(self.cost)[: n + 1],
+            gradient_norm=np.asarray(self.gradient_norm)[: n + 1],
+            hamiltonian_norm=np.asarray(self.hamiltonian_norm)[: n + 1],
+            step=np.asarray(self.step)[:n],
             U=self.U,
         )
 

@@ -14,6 +14,7 @@ import abc
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
@@ -94,7 +95,7 @@ class Identity(AbstractDiagonalMetric):
     name: ClassVar[str] = "identity"
 
     def diagonal(self, shooting):
-        return jnp.ones(shooting.control_shape)
+        return jax.device_put(np.ones(shooting.control_shape))  # no kernel per shape
 
 
 class Hamiltonian(AbstractDiagonalMetric):
@@ -108,7 +109,11 @@ class Hamiltonian(AbstractDiagonalMetric):
     name: ClassVar[str] = "hamiltonian"
 
     def diagonal(self, shooting):
-        return jnp.broadcast_to(shooting.steps[:, None], shooting.control_shape)
+        h = shooting.steps
+        if isinstance(h, jax.core.Tracer):
+            return jnp.broadcast_to(h[:, None], shooting.control_shape)
+        # concrete steps: broadcast by numpy, no kernel compiled per shape
+        return jax.device_put(np.broadcast_to(np.asarray(h)[:, None], shooting.control_shape))
 
 
 def _real_matrix(value: Any, name: str) -> np.ndarray:

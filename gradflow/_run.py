@@ -4,6 +4,7 @@ gradient-equivalence table over several N, the figures, `results.json` and
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -85,7 +86,8 @@ def run_analysis(
     1. `stability.analyze(flow.shoot(problem, N, scheme), U0, metric=metric,
        step=step, tol=tol, stop_on=stop_on, max_steps=max_steps, throw=False)`;
     2. `flow.check_gradients` at `flow.probe_control` for every N in
-       `equivalence_N` (the analysis' own check is reused at its N);
+       `equivalence_N` (the analysis' own check is reused at its N; the others run
+       in a second thread while the analysis runs);
     3. the figures ([`figures.report.draw`][figures.report.draw]: the spectrum over
        the stability disk, the replay's residual against the predicted rate, the
        equilibrium's controls and costates) as PNG and PDF, unless `figures=False`;
@@ -116,6 +118,18 @@ def run_analysis(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
+    # The sweep's other sizes are independent of the analysis: they are checked in a
+    # second thread meanwhile (XLA compiles without the GIL, so the two compilations
+    # share the machine's cores). Their errors surface in the sweep's stage below.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradflow-sweep")
+    with _problem_errors(spec):
+        others = {
+            n: pool.submit(flow.check_gradients, flow.shoot(problem, n, scheme_obj))
+            for n in Ns
+            if n != N
+        }
+    pool.shutdown(wait=False)
+
     with stage(f"analysis at N = {N} (equilibrium, spectrum, Euler bound, replay)"):
         t0 = time.perf_counter()
         with _problem_errors(spec):
@@ -135,12 +149,7 @@ def run_analysis(
     with stage(f"gradient equivalence at N = {', '.join(map(str, Ns))}"):
         t0 = time.perf_counter()
         with _problem_errors(spec):
-            sweep = [
-                report.equivalence
-                if n == N
-                else flow.check_gradients(flow.shoot(problem, n, scheme_obj))
-                for n in Ns
-            ]
+            sweep = [report.equivalence if n == N else others[n].result() for n in Ns]
         timings["equivalence_sweep"] = time.perf_counter() - t0
 
     settings = dict(

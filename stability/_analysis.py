@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import equinox as eqx
+import jax
 import numpy as np
 
 import flow
@@ -198,12 +200,15 @@ def _trajectory(shooting: flow.AbstractShooting, U: Any) -> dict[str, Any]:
     out: dict[str, Any] = dict(t=np.asarray(shooting.grid), controls=np.asarray(U))
     if isinstance(shooting, Shooting):
         n = shooting.problem.state_dim
-        out.update(
-            states=np.asarray(shooting.states(U))[:, :n],
-            costates=np.asarray(shooting.costates(U))[:, :n],
-            hamiltonian_gradient=np.asarray(shooting.hamiltonian_gradient(U)),
-        )
+        xs, lams, dH = jax.device_get(_trajectory_arrays(shooting, U))
+        out.update(states=xs[:, :n], costates=lams[:, :n], hamiltonian_gradient=dH)
     return out
+
+
+@eqx.filter_jit
+def _trajectory_arrays(shooting: Shooting, U: Any) -> tuple[Any, Any, Any]:
+    """States, costates and the Hamiltonian gradient at `U`: one compiled program."""
+    return shooting.states(U), shooting.costates(U), shooting.hamiltonian_gradient(U)
 
 
 def _resolve_step(step, shooting, metric, bound) -> tuple[Any, float | None, str, list[str]]:
@@ -301,12 +306,13 @@ def analyze(
     tol = validation.positive_float(tol, "tol")
     validation.stop_on(stop_on)
     max_steps = validation.positive_int(max_steps, "max_steps")
-    report = sh.nonfinite_report(U0, "U0")
-    if report is not None:
-        raise ValueError(f"`U0`: {report}; analyze needs a start where E^N is finite.")
     eq = equilibrium(sh, U0, tol=equilibrium_tol, throw=False)
+    if eq.status == "nonfinite":  # E^N or its gradient is not finite at U0: say where
+        report = sh.nonfinite_report(U0, "U0") or "E^N or its gradient is not finite"
+        raise ValueError(f"`U0`: {report}; analyze needs a start where E^N is finite.")
     metric_at = metric.prepare(sh, U0)
-    spec = spectrum(linearize(sh, eq.U, metric=metric_at), k=k)
+    # the Equilibrium itself, so that linearize reuses its gradient norm
+    spec = spectrum(linearize(sh, eq, metric=metric_at), k=k)
     cls = classify(spec)
     bound = euler_bound(spec)
     h_min = float(np.min(np.asarray(sh.steps)))
@@ -333,7 +339,7 @@ def analyze(
         if alpha is not None and bound.alpha_max is not None:
             predicted = bound.rate(alpha)
         n = int(trace.num_steps)
-        observed = observed_rate(np.asarray(trace.residual[: n + 1]), floor=max(100 * tol, 1e-12))
+        observed = observed_rate(np.asarray(trace.residual)[: n + 1], floor=max(100 * tol, 1e-12))
         if predicted is not None and observed is not None and 0 < predicted < 1:
             agrees = abs(math.log(observed) - math.log(predicted)) <= RATE_AGREEMENT * abs(
                 math.log(predicted)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import lineax as lx
+import numpy as np
 from jaxtyping import Array, Float
 
 from flow import AbstractShooting, RealArrayLike, metrics, to_json, validation
@@ -172,8 +173,12 @@ class Linearization(eqx.Module):
         """K with J = -K (diagonal, cholesky) or K = Hessian (newton)."""
         H = self._dense_hessian(max_size)
         if self.kind == "diagonal":
-            s = self.scale.reshape(-1)
-            return s[:, None] * H * s[None, :]
+            if isinstance(H, jax.core.Tracer) or isinstance(self.scale, jax.core.Tracer):
+                s = self.scale.reshape(-1)
+                return s[:, None] * H * s[None, :]
+            # the same products by numpy: no kernel compiled per size
+            s = np.asarray(self.scale).reshape(-1)
+            return jax.device_put(s[:, None] * np.asarray(H) * s[None, :])
         if self.kind == "cholesky":
             L = self.cholesky
             X = jsl.solve_triangular(L, H, lower=True)
@@ -309,7 +314,11 @@ def linearize(
     damping = 0.0
     if isinstance(metric, metrics.AbstractDiagonalMetric):
         kind = "diagonal"
-        scale = 1.0 / jnp.sqrt(metric.diagonal(shooting))
+        d = metric.diagonal(shooting)
+        if isinstance(d, jax.core.Tracer):
+            scale = 1.0 / jnp.sqrt(d)
+        else:  # the same IEEE operations by numpy: no kernel compiled per shape
+            scale = jax.device_put(1.0 / np.sqrt(np.asarray(d)))
     elif isinstance(metric, metrics.Newton):
         kind = "newton"
         damping = float(metric.damping)

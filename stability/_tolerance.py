@@ -13,7 +13,7 @@ from jaxtyping import Array, ArrayLike, Float
 from flow import AbstractShooting as Shooting, RealArrayLike
 
 
-def _min_step(grid: Any, name: str = "grid") -> Array:
+def _min_step(grid: Any, name: str = "grid") -> Array | np.floating:
     if isinstance(grid, Shooting):
         grid = grid.grid
     if not isinstance(grid, jax.core.Tracer):
@@ -27,16 +27,24 @@ def _min_step(grid: Any, name: str = "grid") -> Array:
             raise TypeError(f"`{name}` must hold float64 times; got dtype {g.dtype}.")
         if not (np.all(np.isfinite(g)) and np.all(np.diff(g) > 0)):
             raise ValueError(f"`{name}` must be finite and strictly increasing.")
+        return np.min(np.diff(g))  # by numpy: no kernel compiled per N
     grid = jnp.asarray(grid)
     return jnp.min(grid[1:] - grid[:-1])
 
 
-def _eps(eps: Any, name: str) -> Array:
+def _eps(eps: Any, name: str) -> Array | np.ndarray:
     if not isinstance(eps, jax.core.Tracer):
         e = np.asarray(eps, dtype=np.float64)
         if not (np.all(np.isfinite(e)) and np.all(e > 0)):
             raise ValueError(f"`{name}` must be finite and positive; got {eps}.")
+        return e
     return jnp.asarray(eps, dtype=jnp.float64)
+
+
+def _result(value: Any) -> Array:
+    """A jax array; one computed by numpy (concrete inputs) is placed on the device
+    without compiling anything."""
+    return value if isinstance(value, jax.Array) else jax.device_put(np.asarray(value))
 
 
 def hamiltonian_tolerance(
@@ -52,7 +60,7 @@ def hamiltonian_tolerance(
 
     **Returns:** $\epsilon / \min_k h_k$ (shape of `eps`).
     """
-    return _eps(eps, "eps") / _min_step(grid)
+    return _result(_eps(eps, "eps") / _min_step(grid))
 
 
 def gradient_tolerance(
@@ -66,4 +74,4 @@ def gradient_tolerance(
 
     **Returns:** $\epsilon_H \min_k h_k$ (shape of `eps_H`).
     """
-    return _eps(eps_H, "eps_H") * _min_step(grid)
+    return _result(_eps(eps_H, "eps_H") * _min_step(grid))

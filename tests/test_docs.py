@@ -8,6 +8,7 @@ import inspect
 import pathlib
 import re
 import sys
+import warnings
 
 import griffe
 import pytest
@@ -49,15 +50,29 @@ def _hook():
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
-def test_tutorial_runs(path):
-    # the executor of the site's build: cell by cell, in a temporary directory, figures
-    # captured; the page each tutorial renders to has the marker the hook replaces
-    hook = _hook()
-    cells = hook.execute(path)
-    assert cells[0].kind == "markdown" and cells[0].source.startswith("# "), path.name
-    assert any(c.kind == "code" and c.output.strip() for c in cells), "prints nothing"
+def test_tutorial_page(path):
+    # each tutorial has its page, holding only the marker the hook replaces, and the
+    # page is in the site's navigation; its first cell is the title
     page = path.with_suffix(".md")
     assert page.read_text().strip() == f"<!-- tutorial: {path.name} -->", page
+    assert f"tutorials/{page.name}" in (ROOT / "mkdocs.yml").read_text(), page.name
+    cells = _hook().parse(path.read_text())
+    assert cells[0].kind == "markdown" and cells[0].source.startswith("# "), path.name
+    assert sum(c.kind == "code" for c in cells) >= 2, path.name
+
+
+# The tutorials are executed by the site's build, which CI runs after the tests
+# (README's docs command: `mkdocs build --strict`; the hook runs every cell with
+# warnings as errors, and a failing cell fails the build). Here they run again with
+# the test suite's runtime type checks, in the slow run (about 110 s of CPU).
+@pytest.mark.slow
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
+def test_tutorial_runs(path):
+    # the executor of the site's build: cell by cell, in a temporary directory, figures
+    # captured
+    hook = _hook()
+    cells = hook.execute(path)
+    assert any(c.kind == "code" and c.output.strip() for c in cells), "prints nothing"
     markdown = hook.render(cells, path.name)
     assert markdown.count("```python") == sum(c.kind == "code" for c in cells)
 
@@ -73,6 +88,15 @@ def test_no_tutorial_shadows_a_package():
     imported = {name.partition(".")[0] for name in sys.modules}
     clashes = {p.name for p in TUTORIALS if p.stem in imported}
     assert not clashes, f"tutorials named like importable packages: {clashes}"
+
+
+def test_the_build_runs_tutorials_with_warnings_as_errors(tmp_path):
+    script = tmp_path / "warns.py"
+    script.write_text("# %% [markdown]\n# # T\n\n# %%\nimport warnings\nwarnings.warn('w')\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the hook, not the test suite, must turn it into an error
+        with pytest.raises(UserWarning, match="w"):
+            _hook().execute(script)
 
 
 def test_tutorial_parser_splits_cells():

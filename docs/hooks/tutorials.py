@@ -34,6 +34,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 
 
 MARKER = re.compile(r"<!--\s*tutorial:\s*([\w.-]+\.py)\s*-->")
@@ -85,7 +86,8 @@ def parse(text: str) -> list[Cell]:
 def execute(path: str | os.PathLike) -> list[Cell]:
     """Run the tutorial at `path` cell by cell in one namespace (as `__main__`, in a
     temporary working directory) and return its cells with their printed output and
-    figures. An exception in a cell propagates, with the script's line numbers."""
+    figures. Warnings are errors. An exception in a cell propagates, with the
+    script's line numbers (so `mkdocs build` fails on a tutorial that fails)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +107,9 @@ def execute(path: str | os.PathLike) -> list[Cell]:
                     continue
                 code = compile("\n" * (cell.line - 1) + cell.source, str(path), "exec")
                 buffer = io.StringIO()
-                with contextlib.redirect_stdout(buffer):
+                # warnings are errors, as in the test suite (pyproject's filterwarnings)
+                with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+                    warnings.simplefilter("error")
                     exec(code, namespace)
                 cell.output = buffer.getvalue()
                 for number in plt.get_fignums():
