@@ -270,6 +270,32 @@ def test_figures_are_written(run):
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
 
 
+def test_figure_files_are_deterministic_tight_and_searchable(run, tmp_path):
+    """Drawn twice, the figures are byte-identical; each PNG is cut to the padded
+    tight box (a margin of background all round: nothing clipped, whether it was cut
+    from the one raster or, where the title overhangs the figure, drawn by savefig);
+    the PDF's fonts are embedded TrueType with ToUnicode maps (selectable and
+    searchable text)."""
+    from PIL import Image
+
+    doc = run[0].document
+    first = report_figures.draw(doc, tmp_path / "a")
+    report_figures.draw(doc, tmp_path / "b")
+    for entry in first:
+        for name in (entry["png"], entry["pdf"]):
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        img = np.asarray(Image.open(tmp_path / "a" / entry["png"]).convert("RGB"))
+        frame = np.concatenate([img[:8].reshape(-1, 3), img[-8:].reshape(-1, 3)])
+        frame = np.concatenate([frame, img[:, :8].reshape(-1, 3), img[:, -8:].reshape(-1, 3)])
+        assert np.all(frame == 255), entry["png"]  # savefig.pad_inches = 0.1 in = 15 px
+        assert np.any(img[:24] != 255) and np.any(img[:, :24] != 255)  # and no more
+        pdf = (tmp_path / "a" / entry["pdf"]).read_bytes()
+        # embedded TrueType (Type 0 + CID), no Type 3 fonts, which publishers refuse
+        fonts = pdf.count(b"/Subtype /Type0")
+        assert fonts >= 2 and b"/Subtype /Type3" not in pdf
+        assert pdf.count(b"/ToUnicode") == fonts
+
+
 def test_report_renders_as_a_page(run):
     run, out = run
     text = (out / "report.md").read_text()
