@@ -4,7 +4,9 @@ Importing `flow` turns on 64-bit floats in JAX (`jax_enable_x64`): every
 computation in this package is float64.
 """
 
+import importlib
 import importlib.metadata
+from typing import TYPE_CHECKING, Any
 
 import jax
 
@@ -13,21 +15,9 @@ jax.config.update("jax_enable_x64", True)
 
 from . import (  # noqa: E402
     controls as controls,
-    indirect as indirect,
     metrics as metrics,
-    problems as problems,
     solvers as solvers,
     validation as validation,
-)
-from ._adaptive import (  # noqa: E402
-    AdaptiveGrid as AdaptiveGrid,
-    AdaptiveShooting as AdaptiveShooting,
-    DiffraxStep as DiffraxStep,
-    adaptive_shoot as adaptive_shoot,
-)
-from ._adaptive_descent import (  # noqa: E402
-    AdaptiveDescent as AdaptiveDescent,
-    adaptive_descent as adaptive_descent,
 )
 from ._bases import rank_report as rank_report  # noqa: E402
 from ._check import (  # noqa: E402
@@ -35,13 +25,9 @@ from ._check import (  # noqa: E402
     check_gradients as check_gradients,
     probe_control as probe_control,
 )
-from ._compare import Comparison as Comparison, compare as compare  # noqa: E402
 from ._custom_types import RealArrayLike as RealArrayLike  # noqa: E402
 from ._descent import DescentTrace as DescentTrace, descend as descend  # noqa: E402
 from ._encoding import format_number as format_number, to_json as to_json  # noqa: E402
-from ._flow_phases import vector_field as vector_field  # noqa: E402
-from ._flow_solution import FlowSolution as FlowSolution  # noqa: E402
-from ._gradient_flow import gradient_flow as gradient_flow  # noqa: E402
 from ._parameterize import parameterize as parameterize  # noqa: E402
 from ._problem import OptimalControlProblem as OptimalControlProblem  # noqa: E402
 from ._results import (  # noqa: E402
@@ -51,14 +37,6 @@ from ._results import (  # noqa: E402
     ConvergenceError as ConvergenceError,
     DivergenceError as DivergenceError,
     ResultError as ResultError,
-)
-from ._s_term import (  # noqa: E402
-    FDGradient as FDGradient,
-    STerm as STerm,
-    STermStudy as STermStudy,
-    full_gradient as full_gradient,
-    s_term as s_term,
-    s_term_study as s_term_study,
 )
 from ._schemes import (  # noqa: E402
     RK4 as RK4,
@@ -72,7 +50,6 @@ from ._shooting import (  # noqa: E402
     Shooting as Shooting,
     shoot as shoot,
 )
-from ._solver_choice import stiff_solver as stiff_solver  # noqa: E402
 from ._steps import (  # noqa: E402
     LBFGS as LBFGS,
     AbstractStepRule as AbstractStepRule,
@@ -82,6 +59,82 @@ from ._steps import (  # noqa: E402
     StepUpdate as StepUpdate,
     step_rule as step_rule,
 )
+
+
+# Loaded on first use (PEP 562, `__getattr__` below), so that `import flow` does not
+# import diffrax, optimistix or scipy: the flows, the adaptive grid and the S-term
+# (diffrax), the indirect side (diffrax, optimistix, scipy) and the built-in problems
+# (scipy). `flow.gradient_flow`, `from flow import gradient_flow` and `import
+# flow.indirect` work as before. The imports below name the same objects for a type
+# checker and for the API reference (griffe reads them); tests/test_imports.py checks
+# that they match the tables.
+if TYPE_CHECKING:
+    from . import indirect as indirect, problems as problems
+    from ._adaptive import (
+        AdaptiveGrid as AdaptiveGrid,
+        AdaptiveShooting as AdaptiveShooting,
+        DiffraxStep as DiffraxStep,
+        adaptive_shoot as adaptive_shoot,
+    )
+    from ._adaptive_descent import (
+        AdaptiveDescent as AdaptiveDescent,
+        adaptive_descent as adaptive_descent,
+    )
+    from ._compare import Comparison as Comparison, compare as compare
+    from ._flow_phases import vector_field as vector_field
+    from ._flow_solution import FlowSolution as FlowSolution
+    from ._gradient_flow import gradient_flow as gradient_flow
+    from ._s_term import (
+        FDGradient as FDGradient,
+        STerm as STerm,
+        STermStudy as STermStudy,
+        full_gradient as full_gradient,
+        s_term as s_term,
+        s_term_study as s_term_study,
+    )
+    from ._solver_choice import stiff_solver as stiff_solver
+
+#: The public submodules loaded on first use.
+_LAZY_SUBMODULES = ("indirect", "problems")
+
+#: The public names loaded on first use, and the private module of each.
+_LAZY_NAMES = {
+    "AdaptiveGrid": "_adaptive",
+    "AdaptiveShooting": "_adaptive",
+    "DiffraxStep": "_adaptive",
+    "adaptive_shoot": "_adaptive",
+    "AdaptiveDescent": "_adaptive_descent",
+    "adaptive_descent": "_adaptive_descent",
+    "Comparison": "_compare",
+    "compare": "_compare",
+    "vector_field": "_flow_phases",
+    "FlowSolution": "_flow_solution",
+    "gradient_flow": "_gradient_flow",
+    "FDGradient": "_s_term",
+    "STerm": "_s_term",
+    "STermStudy": "_s_term",
+    "full_gradient": "_s_term",
+    "s_term": "_s_term",
+    "s_term_study": "_s_term",
+    "stiff_solver": "_solver_choice",
+}
+
+
+# Imports a name of `_LAZY_SUBMODULES` / `_LAZY_NAMES` on first use and keeps it in
+# the module's namespace (no docstring: the API reference would list it).
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_SUBMODULES, *_LAZY_NAMES})
 
 
 __version__ = importlib.metadata.version("gradient-flow-analyzer")

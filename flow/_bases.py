@@ -31,7 +31,6 @@ import jax
 import numpy as np
 import numpy.polynomial.chebyshev as npcheb
 import numpy.polynomial.legendre as npleg
-import scipy.interpolate
 from jaxtyping import Float
 
 from ._custom_types import RealArrayLike
@@ -270,6 +269,8 @@ class BSpline(AbstractBasis):
         return np.concatenate([np.full(d, s[0]), s, np.full(d, s[-1])])
 
     def evaluate(self, t, t0, tf):
+        import scipy.interpolate  # on first use: `import flow` does not load scipy
+
         knots = self.knot_vector(t0, tf)
         t = np.clip(np.asarray(t, dtype=np.float64), t0, tf)
         design = scipy.interpolate.BSpline.design_matrix(t, knots, self.degree)

@@ -25,8 +25,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 from jaxtyping import Array, Float, Int
 
 from ._custom_types import RealArrayLike
@@ -208,6 +206,9 @@ def _sparse_pattern(N: int, s: int, n: int):
 def _host_sparse_solve(Lb, Db, Ub, R):
     """Solve the block-tridiagonal Newton system with scipy's sparse LU (SuperLU,
     with partial pivoting); NaN when it is singular."""
+    import scipy.sparse  # on first use: the indirect side does not load scipy on import
+    import scipy.sparse.linalg
+
     Lb, Db, Ub, R = (np.asarray(a) for a in (Lb, Db, Ub, R))
     N, s = R.shape
     n = Lb.shape[2]

@@ -9,7 +9,6 @@ from typing import Any
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-import scipy.integrate
 
 from . import _validation as validation
 from ._custom_types import Real, RealArrayLike
@@ -181,6 +180,8 @@ def riccati_reference(
     backwards; then $\dot x = (A - B R^{-1} B^T P) x$ forwards. Independent of
     the rest of this package (numpy/scipy only), for use as a test reference.
     """
+    import scipy.integrate  # on first use: `gradflow problems` does not load scipy
+
     A, B, Q, R, S, x0 = _lq_matrices(A, B, Q, R, S, x0)
     n = A.shape[0]
     Rinv_Bt = np.linalg.solve(R, B.T)

@@ -10,12 +10,37 @@ libraries' (see each docstring).
   optimistix root finders (stiff stage equations; costate shooting).
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._krylov import (
     CGResult as CGResult,
     EarlyGMRES as EarlyGMRES,
     truncated_cg as truncated_cg,
 )
-from ._root_finders import DampedNewton as DampedNewton, StageNewton as StageNewton
+
+
+# The root finders are built on optimistix: loaded on first use (PEP 562), so that
+# `import flow` does not import optimistix. The import below is for the type checker
+# and the API reference (griffe reads it).
+if TYPE_CHECKING:
+    from ._root_finders import DampedNewton as DampedNewton, StageNewton as StageNewton
+
+_LAZY_NAMES = {"DampedNewton": "_root_finders", "StageNewton": "_root_finders"}
+
+
+# No docstrings on `__getattr__` and `__dir__`: the API reference (`::: flow.solvers`)
+# would list them.
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"flow.{_LAZY_NAMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES})
 
 
 #: The public names of `flow.solvers`: what the API reference documents (tests/test_docs.py).

@@ -4,8 +4,8 @@ gradient-equivalence table over several N, the figures, `results.json` and
 
 import dataclasses
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any

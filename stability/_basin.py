@@ -14,7 +14,7 @@ import numpy as np
 from jaxtyping import ArrayLike
 
 import flow
-from flow import RESULTS, AbstractResult, RealArrayLike, indirect, metrics, validation
+from flow import RESULTS, AbstractResult, RealArrayLike, metrics, validation
 from flow.validation import positive_float, positive_int
 
 
@@ -256,7 +256,7 @@ def basin(
         )
         rows.append(_row("descent", alpha, _Outcomes(result).statuses, num))
     for d in damps:
-        traj = indirect.costate_shooting(
+        traj = flow.indirect.costate_shooting(
             problem,
             lam0s,
             rtol=rtol,
@@ -269,7 +269,7 @@ def basin(
         )
         rows.append(_row("costate shooting", d, traj.statuses, traj.num_steps))
     if conditions:
-        cond = indirect.solve_conditions(sh, starts, tol=1e-10, throw=False)
+        cond = flow.indirect.solve_conditions(sh, starts, tol=1e-10, throw=False)
         rows.append(_row("Newton on (36)", None, cond.statuses, cond.num_steps))
 
     table = Basin(

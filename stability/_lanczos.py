@@ -26,7 +26,6 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-import scipy.linalg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +120,8 @@ class LanczosRun:
 def _tridiag_eig(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if a.shape[0] == 1:
         return a.copy(), np.ones((1, 1))
+    import scipy.linalg  # on first use: `import stability` does not load scipy
+
     return scipy.linalg.eigh_tridiagonal(a, b)
 
 

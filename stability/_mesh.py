@@ -21,7 +21,6 @@ from flow import (
     OptimalControlProblem,
     Shooting,
     format_number,
-    problems,
 )
 from flow.metrics import as_metric
 from flow.validation import positive_float, positive_int
@@ -106,7 +105,7 @@ def _shooting_for(problem: Any, N: int, scheme: Any) -> Shooting:
     if isinstance(problem, OptimalControlProblem):
         return flow.shoot(problem, N, scheme)
     if isinstance(problem, str):
-        return flow.shoot(problems.get(problem), N, scheme)
+        return flow.shoot(flow.problems.get(problem), N, scheme)
     out = problem(N)
     if isinstance(out, Shooting):
         if out.N != N:
@@ -172,7 +171,7 @@ def mesh_study(
         raise ValueError(f"`Ns` must be a 1-D sequence of integers >= 1; got {Ns!r}.")
     Ns_list = [positive_int(int(n), "Ns") for n in Ns_arr]
     if isinstance(problem, str):
-        problem = problems.get(problem)  # once: its kernels then compile once per N
+        problem = flow.problems.get(problem)  # once: its kernels then compile once per N
     if start not in ("continuation", "zeros") and not callable(start):
         raise ValueError(f"`start` must be 'continuation', 'zeros' or a callable; got {start!r}.")
     tol = positive_float(tol, "tol")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse.linalg as spla
 
 from flow.validation import choice, positive_float, positive_int
 
@@ -251,6 +250,8 @@ def _lanczos_path(lin, opts) -> dict:
 
 
 def _arnoldi_path(lin, opts) -> dict:
+    import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
+
     from ._linearize import _jvp
 
     size = lin.size
