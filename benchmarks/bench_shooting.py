@@ -412,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 1e3, 1e4 only (smoke test)")
     parser.add_argument(
+        "--ns",
+        default=None,
+        help="comma-separated grid sizes instead of the defaults, e.g. 100,1000,10000",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -422,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         args.out = DEFAULT_QUICK_OUT if args.quick else DEFAULT_OUT
     Ns = QUICK_NS if args.quick else FULL_NS
+    if args.ns:
+        try:
+            Ns = tuple(int(n) for n in args.ns.split(","))
+        except ValueError:
+            parser.error(f"--ns: expected comma-separated integers; got {args.ns!r}")
+        if not Ns or min(Ns) < 1:
+            parser.error(f"--ns: expected grid sizes >= 1; got {args.ns!r}")
 
     try:
         import casadi as ca

@@ -184,6 +184,12 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
         d = compute(N_QUICK, SPREADS_QUICK, STARTS_QUICK)
     else:
         d = compute()
+    return draw(d, out)
+
+
+def draw(d: dict, out: Path) -> list[Path]:
+    """Draw the figure from the data of `compute` into `out` (`basin.png`,
+    `basin.pdf`); returns the paths."""
     spreads = np.asarray(d["spreads"])
     fig, (a, b) = _style.figure(2, width=_style.WIDTH_DOUBLE, height=3.9)
     handles = []

@@ -149,6 +149,12 @@ def compute(
 def make(out: Path, *, quick: bool = False) -> list[Path]:
     """Draw the figure into `out` (`depth.png`, `depth.pdf`); returns the paths."""
     d = compute(NS_QUICK if quick else NS_FULL)
+    return draw(d, out)
+
+
+def draw(d: dict, out: Path) -> list[Path]:
+    """Draw the figure from the data of `compute` into `out` (`depth.png`,
+    `depth.pdf`); returns the paths."""
     N = d["N"].astype(np.float64)
     fig, (a, b) = _style.figure(2, width=_style.WIDTH_DOUBLE, height=4.4)
     blue, red, green = _style.COLORS[0], _style.COLORS[1], _style.COLORS[2]

@@ -421,6 +421,12 @@ def make(out: Path, *, quick: bool = False) -> list[Path]:
     """Draw the figure into `out` (`unstable_flows.png`, `unstable_flows.pdf`);
     returns the paths."""
     d = compute(quick=quick)
+    return draw(d, out)
+
+
+def draw(d: dict, out: Path) -> list[Path]:
+    """Draw the figure from the data of `compute` into `out` (`unstable_flows.png`,
+    `unstable_flows.pdf`); returns the paths."""
     s, m = d["saddle"], d["marginal"]
     fig, axes = _style.figure(3, 2, width=_style.WIDTH_DOUBLE + 1.2, height=6.4)
     (a, b, c), (dd, e, f) = axes

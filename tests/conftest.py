@@ -105,28 +105,29 @@ _owner = pytest.StashKey[str]()
 #: xdist hands units out in collection order, so the longest start first and the short
 #: ones fill in at the end. Units not listed run after these, in the usual order.
 HEAVY_FIRST = (
-    "test_results.py",  # 95
-    "test_figures.py",  # 78
-    "test_indirect.py",  # 73
-    "test_gradient_flow.py",  # 64
-    "test_shooting.py",  # 60
-    "test_cli.py",  # 43
-    "test_docs.py::test_tutorial_runs[own_problem.py]",
-    "test_docs.py::test_tutorial_runs[gradient_flow.py]",
-    "test_docs.py::test_tutorial_runs[quickstart.py]",
-    "test_docs.py::test_tutorial_runs[indirect.py]",
-    "test_docs.py::test_tutorial_runs[controls.py]",
-    "test_depth.py",
+    "test_results.py",  # 88
+    "test_indirect.py",  # 80
+    "test_gradient_flow.py",  # 60
+    "test_shooting.py",  # 55
+    "test_cli.py",  # 40
+    "test_adaptive.py",  # 35
     "test_gaps.py",  # 29
     "test_descent.py",  # 27
     "test_basin.py",  # 25
     "test_report.py",  # 24
+    "test_figures.py",  # 19 (its quick figures are units of their own, 3-9 s each)
 )
 
 
+#: Parametrized tests whose cases are scheduling units of their own: each takes seconds
+#: to tens of seconds, and as one unit they would keep one worker busy alone.
+SPLIT = {("test_docs.py", "test_tutorial_runs"), ("test_figures.py", "test_quick_figure")}
+
+
 def _unit(item: pytest.Item) -> str:
-    """The scheduling unit of a test: its file, or `file::test[id]` for a tutorial."""
-    if item.path.name == "test_docs.py" and item.originalname == "test_tutorial_runs":
+    """The scheduling unit of a test: its file, or `file::test[id]` for the cases of
+    the tests in `SPLIT`."""
+    if (item.path.name, item.originalname) in SPLIT:
         return f"{item.path.name}::{item.name}"
     return item.path.name
 

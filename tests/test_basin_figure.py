@@ -6,6 +6,7 @@ docs/figures.md quotes."""
 import numpy as np
 import pytest
 import scipy.stats
+from _figure_files import check_files
 
 import flow
 from figures import basin as fb
@@ -63,6 +64,11 @@ def test_wilson_interval_bad_input():
         fb.wilson_interval(5, 4)
     with pytest.raises(ValueError, match="n >= 1"):
         fb.wilson_interval(0, 0)
+
+
+def test_the_quick_figure_draws(quick, tmp_path):
+    # what make(quick=True) writes, from the data the tests here check
+    check_files(fb.draw(quick, tmp_path), tmp_path, "basin")
 
 
 def test_quick_figure_numbers(quick):

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _figure_files import check_files
 
 import flow
 from figures import depth
@@ -125,13 +126,15 @@ def _descent_steps(N, alpha, tol, max_steps):
     return int(i), float(jnp.max(jnp.abs(g)) / h)
 
 
-def test_iterations_against_depth():
+def test_iterations_against_depth(tmp_path):
     """Claim 3 at N = 4 and 16 (T = 2): the identity metric with a fixed learning rate
     needs about N/4 times the iterations of N = 4; the Hamiltonian metric, the same
     rate scaled by 1/h, a depth-independent count; both steps inside the
     forward-Euler bounds at the trained equilibrium."""
     Ns = (4, 16)
     d = depth.compute(Ns)
+    # the figure draws from these data (what make() writes, at these sizes)
+    check_files(depth.draw(d, tmp_path), tmp_path, "depth")
     it_id, it_ham = d["it_identity"], d["it_hamiltonian"]
     # at N_0 the two runs are one and the same (alpha = step/h_0)
     assert it_id[0] == it_ham[0]

@@ -1,70 +1,30 @@
-"""The figure scripts: each draws its figure at small size through
-`figures.generate_all`, standalone, and deterministically (the full sizes run in
-`gradflow figures`; the slow tests check the numbers the full-size figures show)."""
+"""The figure scripts: each draws its figure at small size (`make(out, quick=True)`),
+standalone, and deterministically (the full sizes run in `gradflow figures`; the slow
+tests check the numbers the full-size figures show)."""
 
+import importlib
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from _figure_files import check_files as _check_files
 
 import figures
 
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Figures drawn by a second interpreter while this one draws the rest. JAX
-#: compilation dominates the quick run (about 100 s of CPU on this machine); two
-#: processes on two cores halve its wall time. The halves are balanced by measured
-#: cost (about 45 s each).
-WORKER_HALF = ("costates", "adaptive_grid", "mesh", "depth")
-
-#: The worker: the test suite's settings (tests/conftest.py, and the jaxtyping
-#: runtime checks of pyproject's `--jaxtyping-packages`), then generate_all on the
-#: figures named on its command line, printing the files it writes.
-WORKER = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_numpy_rank_promotion", "raise")
-    jax.config.update("jax_numpy_dtype_promotion", "strict")
-    from jaxtyping import install_import_hook
-
-    install_import_hook(["flow", "stability"], "beartype.beartype")
-    import figures
-
-    figures.FIGURES = tuple(sys.argv[2:])
-    for path in figures.generate_all(Path(sys.argv[1]), quick=True):
-        print(path, flush=True)
-    """
-)
-
-
-def _check_png(path: Path) -> None:
-    """A readable RGB(A) image of a sensible size that is not blank."""
-    img = mpimg.imread(path)
-    assert img.ndim == 3 and img.shape[2] in (3, 4), img.shape
-    height, width = img.shape[:2]
-    # the smallest figure is 4.8 x 3.3 inches at 150 dpi (bbox "tight" trims margins)
-    assert 300 <= height <= 2000 and 500 <= width <= 2500, (path.name, img.shape)
-    # something is drawn: many pixels differ from the background
-    rgb = img[..., :3]
-    assert np.mean(np.any(np.abs(rgb - rgb[0, 0]) > 0.05, axis=-1)) > 0.01, path.name
-
-
-def _check_files(paths, out: Path, name: str) -> None:
-    assert [p.name for p in paths] == [f"{name}.png", f"{name}.pdf"]
-    for p in paths:
-        assert p.parent == out and p.is_file() and p.stat().st_size > 1000, p
-    assert paths[1].read_bytes().startswith(b"%PDF")
-    _check_png(paths[0])
+#: Figures whose quick run is in the slow run only (the slow run also draws them at
+#: full size):
+#: - the heaviest two (26 s and 14 s of the quick run's 92 s on this machine), whose
+#:   computations the default run tests elsewhere (tests/test_adaptive.py,
+#:   tests/test_indirect.py);
+#: - three whose own test files compute the quick figure's data and draw it
+#:   (`draw(data, out)`: tests/test_unstable_flows.py, tests/test_basin_figure.py,
+#:   tests/test_depth.py), so that the default run does not compute it twice.
+QUICK_IN_SLOW_RUN = ("adaptive_grid", "costates", "unstable_flows", "basin", "depth")
 
 
 def test_figures_list_the_modules():
@@ -77,72 +37,41 @@ def test_figures_list_the_modules():
     )
     assert sorted(figures.FIGURES) == on_disk
     assert len(figures.FIGURES) == len(set(figures.FIGURES)) >= 10
-    assert set(WORKER_HALF) < set(figures.FIGURES)
+    assert set(QUICK_IN_SLOW_RUN) < set(figures.FIGURES)
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """Every figure at small size through generate_all (as `gradflow figures --quick`):
-    the figures of `WORKER_HALF` in a second interpreter, the others here, at the same
-    time."""
-    out = tmp_path_factory.mktemp("figures")
-    here_out, worker_out = out / "here", out / "worker"
-    worker = subprocess.Popen(
-        [sys.executable, "-W", "error", "-c", WORKER, str(worker_out), *WORKER_HALF],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=out,
-    )
-    here = tuple(n for n in figures.FIGURES if n not in WORKER_HALF)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in QUICK_IN_SLOW_RUN else n
+        for n in figures.FIGURES
+    ],
+)
+def test_quick_figure(name, tmp_path):
+    """Each figure module's make(out, quick=True) (as `gradflow figures --quick`)
+    writes a PNG and a PDF. Each figure is a scheduling unit of its own
+    (tests/conftest.py), so the two xdist workers share them."""
+    module = importlib.import_module(f"figures.{name}")
+    paths = module.make(tmp_path, quick=True)
+    _check_files(paths, tmp_path, name)
+
+
+def test_generate_all_in_order(tmp_path, monkeypatch):
+    """generate_all draws the figures of FIGURES in order, reporting each."""
+    names = ("tolerance", "euler_disk")
+    monkeypatch.setattr(figures, "FIGURES", names)
     seen: list[str] = []
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(figures, "FIGURES", here)
-            paths = figures.generate_all(here_out, quick=True, progress=seen.append)
-    except BaseException:
-        worker.kill()
-        worker.communicate()
-        raise
-    stdout, stderr = worker.communicate(timeout=600)
-    return dict(
-        here=here,
-        here_out=here_out,
-        paths=paths,
-        seen=seen,
-        worker_out=worker_out,
-        returncode=worker.returncode,
-        stdout=stdout,
-        stderr=stderr,
-    )
+    paths = figures.generate_all(tmp_path, quick=True, progress=seen.append)
+    assert seen == list(names)
+    assert [p.name for p in paths] == [f"{n}.{ext}" for n in names for ext in ("png", "pdf")]
 
 
-def test_generate_all_quick(quick_run):
-    """Each figure module's make(out, quick=True) wrote a PNG and a PDF, here through
-    generate_all (in the order of FIGURES) or in the worker (without warnings)."""
-    r = quick_run
-    assert r["seen"] == list(r["here"])
-    assert len(r["paths"]) == 2 * len(r["here"])
-    pairs = zip(r["paths"][::2], r["paths"][1::2], strict=True)
-    for name, pair in zip(r["here"], pairs, strict=True):
-        _check_files(list(pair), r["here_out"], name)
-    assert r["returncode"] == 0, r["stderr"]
-    assert "Traceback" not in r["stderr"] and "Warning" not in r["stderr"], r["stderr"]
-    written = [Path(line) for line in r["stdout"].split()]
-    expected = [r["worker_out"] / f"{n}.{ext}" for n in WORKER_HALF for ext in ("png", "pdf")]
-    assert written == expected
-    for name in WORKER_HALF:
-        pair = [r["worker_out"] / f"{name}.png", r["worker_out"] / f"{name}.pdf"]
-        _check_files(pair, r["worker_out"], name)
-    assert sorted(r["here"] + WORKER_HALF) == sorted(figures.FIGURES)
-
-
-def test_a_script_runs_standalone_and_deterministically(quick_run, tmp_path):
+def test_a_script_runs_standalone_and_deterministically(tmp_path):
     """`python figures/<name>.py --quick --out DIR` in a fresh interpreter, with
     warnings as errors (as in the test suite), writes byte-identical files to those
-    generate_all wrote in this process (fixed seeds, no timestamps)."""
-    name = "parameterization"
-    out = tmp_path / "out"
+    make() writes in this process (fixed seeds, no timestamps)."""
+    name = "mesh"  # a cheap one (3 s)
+    out, here = tmp_path / "out", tmp_path / "here"
     script = str(ROOT / "figures" / f"{name}.py")
     proc = subprocess.run(
         [sys.executable, "-W", "error", script, "--quick", "--out", str(out)],
@@ -155,10 +84,9 @@ def test_a_script_runs_standalone_and_deterministically(quick_run, tmp_path):
     assert proc.stdout.split() == [str(out / f"{name}.png"), str(out / f"{name}.pdf")]
     _check_files([out / f"{name}.png", out / f"{name}.pdf"], out, name)
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
-    assert name in quick_run["here"]
+    importlib.import_module(f"figures.{name}").make(here, quick=True)
     for ext in ("png", "pdf"):
-        ours = (quick_run["here_out"] / f"{name}.{ext}").read_bytes()
-        assert (out / f"{name}.{ext}").read_bytes() == ours, ext
+        assert (out / f"{name}.{ext}").read_bytes() == (here / f"{name}.{ext}").read_bytes(), ext
 
 
 @pytest.mark.parametrize("argv", [["--bogus"], ["--out"]])

@@ -74,8 +74,18 @@ def _reference_for(sh, name):
     return at
 
 
-@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
-@pytest.mark.parametrize("name", sorted(BUILTIN_N))
+def _builtin_cases():
+    """Every builtin with Euler, and with Heun and RK4 on van_der_pol (nonlinear, with a
+    running cost), in the default run; the other schemes on the other builtins in the
+    slow run (the random problems below draw every scheme in the default run)."""
+    for name in sorted(BUILTIN_N):
+        for scheme in SCHEMES:
+            default = isinstance(scheme, flow.Euler) or name == "van_der_pol"
+            marks = () if default else (pytest.mark.slow,)
+            yield pytest.param(name, scheme, marks=marks, id=f"{name}-{scheme.name}")
+
+
+@pytest.mark.parametrize(("name", "scheme"), list(_builtin_cases()))
 def test_gradients_against_reference_on_builtins(name, scheme, rng):
     """States, costates and both exact gradients against the tableau reference (to
     rounding). The package's finite differences are checked on the random problems
@@ -203,13 +213,7 @@ def test_costate_indexing_is_not_off_by_one(rng):
     assert rel(lams[1:, 0], g[:-1]) > 1e-4  # the shifted costate is visibly wrong
 
 
-@settings(
-    max_examples=6,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(
+_RANDOM_PROBLEMS = given(
     seed=st.integers(0, 2**31 - 1),
     n=st.integers(1, 4),
     m=st.integers(1, 3),
@@ -217,9 +221,36 @@ def test_costate_indexing_is_not_off_by_one(rng):
     uniform=st.booleans(),
     scheme=st.sampled_from(SCHEMES),
 )
+
+
+def _random_settings(examples: int):
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+
+
+@_random_settings(3)
+@_RANDOM_PROBLEMS
 def test_random_problems(seed, n, m, N, uniform, scheme):
     """Random smooth problems with hand-written Jacobians: the reference adjoint
-    against the complex step (no adjoint at all), then the package against both."""
+    against the complex step (no adjoint at all), then the package against both.
+    Each example compiles its own problem (about 3 s): three here, twelve in the
+    slow run."""
+    _check_random_problem(seed, n, m, N, uniform, scheme)
+
+
+@pytest.mark.slow
+@_random_settings(12)
+@_RANDOM_PROBLEMS
+def test_random_problems_more(seed, n, m, N, uniform, scheme):
+    """`test_random_problems` on twelve examples."""
+    _check_random_problem(seed, n, m, N, uniform, scheme)
+
+
+def _check_random_problem(seed, n, m, N, uniform, scheme):
     rng = np.random.default_rng(seed)
     rp = RandomProblem.draw(rng, n, m)
     f, E = rp.jax_functions()

@@ -4,6 +4,7 @@ numpy: closed forms and finite differences of hand-written costs."""
 
 import numpy as np
 import pytest
+from _figure_files import check_files
 
 from figures import unstable_flows as uf
 
@@ -14,6 +15,11 @@ RHO = 0.5  # double_well's default control weight
 @pytest.fixture(scope="module")
 def fig():
     return uf.compute(quick=True)
+
+
+def test_the_quick_figure_draws(fig, tmp_path):
+    # what make(quick=True) writes, from the data the tests below check
+    check_files(uf.draw(fig, tmp_path), tmp_path, "unstable_flows")
 
 
 def _fd_hessian(cost, U: np.ndarray, step: float) -> np.ndarray:

@@ -291,10 +291,12 @@ assert doc["N"] == N and rp["status"] == "converged" and rp["predicted_rate"] is
 # ## 6. When the problem is malformed
 #
 # Construction fails with a `ValueError` or `TypeError` that names the argument and
-# says what was expected. Four common slips: dynamics that return one component
+# says what was expected. Five common slips: dynamics that return one component
 # instead of stacking both, a scalar initial state, a running cost that returns an
-# array of shape `(1,)` (`u**2` instead of `u[0]**2`), and a float32 cast.
-# Controls of the wrong shape are refused by every verb in the same way.
+# array of shape `(1,)` (`u**2` instead of `u[0]**2`), a float32 cast, and a Python
+# `if` on the state (the functions are traced by JAX when the problem is built, as
+# every verb will trace them; use `jnp.where` for a branch). Controls of the wrong
+# shape are refused by every verb in the same way.
 
 # %%
 good = dict(
@@ -311,6 +313,7 @@ slips = [
     ("x0", 0.0),
     ("running_cost", lambda x, u: 0.5 * u**2),
     ("dynamics", lambda x, u: dynamics(x, u).astype(jnp.float32)),
+    ("dynamics", lambda x, u: dynamics(x, u) if x[0] > 0 else -dynamics(x, u)),
 ]
 for argument, bad in slips:
     kwargs = {**good, argument: bad}
@@ -332,6 +335,5 @@ except ValueError as e:
 # On the command line the same mistakes end with exit code 2 and one line on stderr
 # naming the problem, with no traceback; so do a file or object that does not
 # exist, a function with required arguments, and functions that cannot be traced by
-# JAX (a Python `if` on the state evaluates on `x0`, so construction accepts it,
-# but tracing fails: use `jnp.where`). The full list is in
+# JAX. The full list is in
 # [The gradflow command and its report](../report.md).
