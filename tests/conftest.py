@@ -99,23 +99,24 @@ _owner = pytest.StashKey[str]()
 
 
 #: The units pytest-xdist hands to its workers (`--dist loadgroup`): a test file, except
-#: that each tutorial of tests/test_docs.py is a unit of its own (together they take
-#: minutes; as one file they would keep one worker busy alone at the end). Units by
+#: that the cases of the tests in `SPLIT` (the tutorials, the quick figures) are units
+#: of their own (as one unit they would keep one worker busy alone). Units by
 #: their measured share of the default run (seconds, 2 cores, xdist), heaviest first:
 #: xdist hands units out in collection order, so the longest start first and the short
 #: ones fill in at the end. Units not listed run after these, in the usual order.
 HEAVY_FIRST = (
-    "test_results.py",  # 88
-    "test_indirect.py",  # 80
-    "test_gradient_flow.py",  # 60
-    "test_shooting.py",  # 55
-    "test_cli.py",  # 40
-    "test_adaptive.py",  # 35
-    "test_gaps.py",  # 29
-    "test_descent.py",  # 27
-    "test_basin.py",  # 25
-    "test_report.py",  # 24
-    "test_figures.py",  # 19 (its quick figures are units of their own, 3-9 s each)
+    "test_results.py",  # 94
+    "test_indirect.py",  # 79
+    "test_gradient_flow.py",  # 76
+    "test_descent.py",  # 41
+    "test_gaps.py",  # 38
+    "test_shooting.py",  # 32
+    "test_cli.py",  # 29
+    "test_adaptive.py",  # 28
+    "test_report.py",  # 25
+    "test_krylov.py",  # 23
+    "test_basin.py",  # 22
+    "test_figures.py",  # 12 (its quick figures are units of their own, 3-9 s each)
 )
 
 

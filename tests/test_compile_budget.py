@@ -131,3 +131,23 @@ def test_checks_cached_per_shape_still_refuse_bad_input():
     np.testing.assert_allclose(
         np.asarray(jax.jit(jax.grad(sh.cost))(U)), np.asarray(sh.gradient(U)), rtol=1e-14
     )
+
+
+def test_a_shootings_flattening_is_kept_while_it_lives():
+    """The per-call path keeps each discretisation's pytree flattening (a module is
+    immutable) and forgets it when the discretisation is garbage collected."""
+    import gc
+
+    from flow import _dispatch
+
+    sh = flow.shoot(problems.scalar_regularized(), 9)
+    U = flow.probe_control(sh)
+    value = float(sh.cost(U))
+    key = id(sh)
+    assert key in _dispatch._FLAT and _dispatch._FLAT[key][0]() is sh
+    del sh
+    gc.collect()
+    assert key not in _dispatch._FLAT
+    # a new discretisation (possibly at the same address) is flattened afresh
+    other = flow.shoot(problems.scalar_regularized(), 9)
+    assert float(other.cost(U)) == value
