@@ -5,6 +5,7 @@ tests check the numbers the full-size figures show)."""
 import importlib
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +58,30 @@ def test_quick_figure(name, tmp_path):
 
 
 def test_generate_all_in_order(tmp_path, monkeypatch):
-    """generate_all draws the figures of FIGURES in order, reporting each."""
-    names = ("tolerance", "euler_disk")
+    """generate_all runs the `make` of each figure of FIGURES in order, with `quick`,
+    reporting each, and returns every file written (here two stand-in figure modules:
+    test_quick_figure runs the real ones)."""
+    calls = []
+
+    def stand_in(name):
+        module = types.ModuleType(f"figures.{name}")
+
+        def make(out, *, quick=False):
+            calls.append((name, out, quick))
+            return [out / f"{name}.png", out / f"{name}.pdf"]
+
+        module.make = make
+        return module
+
+    names = ("first_stand_in", "second_stand_in")
+    for name in names:
+        monkeypatch.setitem(sys.modules, f"figures.{name}", stand_in(name))
     monkeypatch.setattr(figures, "FIGURES", names)
     seen: list[str] = []
-    paths = figures.generate_all(tmp_path, quick=True, progress=seen.append)
+    paths = figures.generate_all(str(tmp_path), quick=True, progress=seen.append)
     assert seen == list(names)
-    assert [p.name for p in paths] == [f"{n}.{ext}" for n in names for ext in ("png", "pdf")]
+    assert calls == [(n, tmp_path, True) for n in names]
+    assert paths == [tmp_path / f"{n}.{ext}" for n in names for ext in ("png", "pdf")]
 
 
 def test_a_script_runs_standalone_and_deterministically(tmp_path):

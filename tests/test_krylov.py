@@ -116,6 +116,9 @@ def test_stage_newton_reports_divergence():
     assert sol.result == optx.RESULTS.nonlinear_divergence
 
 
+# Two Kvaerno3 programs to compile (about 11 s): in the slow run. The default run checks
+# the matrix-free solver against closed forms and scipy (tests/test_gradient_flow.py).
+@pytest.mark.slow
 def test_stiff_solver_matrix_free_matches_the_dense_one():
     """Same flow, same tolerances: the matrix-free Kvaerno3 and the dense Kvaerno3
     end within a few rtol of each other (both integrate to rtol 1e-6)."""
