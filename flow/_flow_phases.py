@@ -31,10 +31,19 @@ def vector_field(shooting: AbstractShooting, metric: AbstractMetric | str):
 
     def F(tau, U, args):
         del tau, args
-        g = jax.grad(type(shooting).objective, argnums=1)(shooting, U)
-        return -metric.apply_inverse(shooting, U, g)
+        return _field(shooting, metric, U)
 
     return F
+
+
+@eqx.filter_jit
+def _field(shooting: AbstractShooting, metric: AbstractMetric, U: Any) -> Any:
+    """$-M^{-1}\nabla E^N(U)$ behind one `jit` boundary: an implicit solver evaluates
+    and linearises the field at every stage of every step; inside its trace each of
+    those calls reuses this function's traced program instead of tracing the
+    gradient of the whole scan again."""
+    g = jax.grad(type(shooting).objective, argnums=1)(shooting, U)
+    return -metric.apply_inverse(shooting, U, g)
 
 
 #: A `max_steps` stop whose residual ended this many times above its start is
