@@ -311,15 +311,20 @@ def bench_analyze(repeats: int, tmp: Path) -> dict[str, Any]:
     )
 
 
+def _variants(kind: str, tmp: Path, i: int) -> dict[str, dict[str, Any]]:
+    """The child `kind` cold (a fresh cache folder), then warm (the same folder), then
+    with no cache."""
+    cache = str(tmp / f"{kind}-cache-{i}")
+    return dict(cold=spawn(kind, cache), warm=spawn(kind, cache), no_cache=spawn(kind))
+
+
 def bench_equilibrium(repeats: int, tmp: Path) -> dict[str, Any]:
     rows = []
     for i in range(repeats):
-        cache = str(tmp / f"equilibrium-cache-{i}")
-        cold = spawn("equilibrium", cache)
-        warm = spawn("equilibrium", cache)
-        off = spawn("equilibrium")
+        ours = _variants("equilibrium", tmp, i)
+        cold, warm, off = ours["cold"], ours["warm"], ours["no_cache"]
         ipopt = spawn("ipopt")
-        rows.append(dict(cold=cold, warm=warm, no_cache=off, ipopt=ipopt))
+        rows.append(dict(**ours, ipopt=ipopt))
         print(
             f"  equilibrium {i + 1}/{repeats}: cold {cold['call_s']:.2f}, "
             f"warm {warm['call_s']:.2f}, no cache {off['call_s']:.2f}, "
@@ -349,10 +354,8 @@ def bench_equilibrium(repeats: int, tmp: Path) -> dict[str, Any]:
 def bench_flow(repeats: int, tmp: Path) -> dict[str, Any]:
     rows = []
     for i in range(repeats):
-        cache = str(tmp / f"flow-cache-{i}")
-        cold = spawn("flow", cache)
-        warm = spawn("flow", cache)
-        off = spawn("flow")
+        ours = _variants("flow", tmp, i)
+        cold, warm, off = ours["cold"], ours["warm"], ours["no_cache"]
         sp = {m: spawn("scipy", m) for m in SCIPY_METHODS}
         rows.append(
             dict(cold=cold, warm=warm, no_cache=off, **{f"scipy_{m}": r for m, r in sp.items()})
@@ -379,54 +382,31 @@ def bench_flow(repeats: int, tmp: Path) -> dict[str, Any]:
     )
 
 
+#: (part, name, key of the part's results, bound, "max" or "min") for every target.
+TARGETS = (
+    ("analyze", "analyze warm / bare import", "warm_over_bare", ANALYZE_WARM_MAX, "max"),
+    ("analyze", "analyze cold / bare import", "cold_over_bare", ANALYZE_COLD_MAX, "max"),
+    ("equilibrium", "equilibrium warm / IPOPT", "warm_over_ipopt", EQUILIBRIUM_WARM_MAX, "max"),
+    (
+        "equilibrium",
+        "equilibrium no cache / IPOPT",
+        "no_cache_over_ipopt",
+        EQUILIBRIUM_NOCACHE_MAX,
+        "max",
+    ),
+    ("flow", "stiff flow no cache / best scipy", "no_cache_over_scipy", FLOW_NOCACHE_MAX, "max"),
+    ("flow", "stiff flow: best scipy / warm", "scipy_over_warm", 1 / FLOW_WARM_MAX, "min"),
+)
+
+
 def targets(res: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
+    """(name, measured value, rule, met) for the targets of the parts that ran."""
     out = []
-
-    def add(name: str, value: float, rule: str, ok: bool) -> None:
-        out.append((name, value, rule, bool(ok)))
-
-    if "analyze" in res:
-        a = res["analyze"]
-        add(
-            "analyze warm / bare import",
-            a["warm_over_bare"],
-            f"<= {ANALYZE_WARM_MAX}",
-            a["warm_over_bare"] <= ANALYZE_WARM_MAX,
-        )
-        add(
-            "analyze cold / bare import",
-            a["cold_over_bare"],
-            f"<= {ANALYZE_COLD_MAX}",
-            a["cold_over_bare"] <= ANALYZE_COLD_MAX,
-        )
-    if "equilibrium" in res:
-        e = res["equilibrium"]
-        add(
-            "equilibrium warm / IPOPT",
-            e["warm_over_ipopt"],
-            f"<= {EQUILIBRIUM_WARM_MAX}",
-            e["warm_over_ipopt"] <= EQUILIBRIUM_WARM_MAX,
-        )
-        add(
-            "equilibrium no cache / IPOPT",
-            e["no_cache_over_ipopt"],
-            f"<= {EQUILIBRIUM_NOCACHE_MAX}",
-            e["no_cache_over_ipopt"] <= EQUILIBRIUM_NOCACHE_MAX,
-        )
-    if "flow" in res:
-        f = res["flow"]
-        add(
-            "stiff flow no cache / best scipy",
-            f["no_cache_over_scipy"],
-            f"<= {FLOW_NOCACHE_MAX}",
-            f["no_cache_over_scipy"] <= FLOW_NOCACHE_MAX,
-        )
-        add(
-            "stiff flow: best scipy / warm",
-            f["scipy_over_warm"],
-            ">= 3",
-            f["scipy_over_warm"] >= 1 / FLOW_WARM_MAX,
-        )
+    for part, name, key, bound, kind in TARGETS:
+        if part in res:
+            value = res[part][key]
+            ok = value <= bound if kind == "max" else value >= bound
+            out.append((name, value, f"{'<=' if kind == 'max' else '>='} {bound:g}", bool(ok)))
     return out
 
 

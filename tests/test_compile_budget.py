@@ -7,32 +7,15 @@ size, so that an eager operation or a second kernel creeping back into a verb fa
 here rather than showing up as a slower first result.
 """
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import counted
 
 import flow
 import stability
 from flow import problems
-
-
-@contextlib.contextmanager
-def counted():
-    """The names of the programs XLA compiles inside the block."""
-    names: list[str] = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            names.append(kwargs.get("fun_name", "?"))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield names
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _fresh_problem(name):

@@ -2,11 +2,11 @@
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from _compiles import counted
 from _reference import euler_reference, lq_euler_quadratic
 from _stability_reference import double_well
 
@@ -249,12 +249,6 @@ def test_bad_shooting_and_starts():
 def test_no_recompilation_for_new_starts_points_and_options(rng):
     """New starts, tolerances, step limits and points reuse every compiled kernel
     (XLA backend compilations counted through jax.monitoring)."""
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
     p = flow.OptimalControlProblem(
         lambda x, u: -x + u - 0.1 * x**3,
         lambda x: 0.5 * (x[0] - 1) ** 2,
@@ -274,9 +268,6 @@ def test_no_recompilation_for_new_starts_points_and_options(rng):
         return eq
 
     run(None, 1e-10, 200, 6)
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with counted() as compiles:
         eq2 = run(jnp.asarray(rng.normal(size=(300, 1))), 1e-9, 50, 3)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert eq2.success and compiles == []
