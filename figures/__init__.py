@@ -4,7 +4,9 @@ Each figure is a module `figures.<name>` with a function
 `make(out: Path, *, quick: bool = False) -> list[Path]` (it writes `<name>.png`
 and `<name>.pdf` into `out` and returns their paths) and a command line
 `python figures/<name>.py --out DIR [--quick]`. `quick=True` draws the same
-figure at small sizes (seconds; used by the tests). All of them share the
+figure at small sizes (seconds; used by the tests). Where a module's tests check the
+data of its figure, it also has `compute(...)` (the data) and `draw(data, out)` (the
+files), so the tests draw from the data they checked. All of them share the
 style in `figures._style` and the drawing primitives in `figures._plots` (forward
 Euler's stability disk, slope guides, divergence marks), and take every number
 from the public API of `flow` and `stability`. Output is deterministic: two runs

@@ -35,9 +35,6 @@ class method:  # noqa: N801 - used as a decorator, like `property`
         self.fn = fn
         functools.update_wrapper(self, fn)
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
     def __get__(self, obj: Any, objtype: type | None = None) -> Callable[..., Any]:
         if obj is None:
             return self.fn

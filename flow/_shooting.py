@@ -375,6 +375,13 @@ _costate_gradient = compiled(_costate_gradient_impl, ("U",))
 
 def _hamiltonian_gradient_impl(sh: Shooting, U: Array) -> Array:
     xs, (lams, grads) = _adjoint_impl(sh, U, True)
+    return _hamiltonian_from_adjoint(sh, U, xs, lams, grads)
+
+
+def _hamiltonian_from_adjoint(
+    sh: Shooting, U: Array, xs: Array, lams: Array, grads: Array
+) -> Array:
+    """The Hamiltonian gradient from one adjoint pass (states, costates, gradient)."""
     if isinstance(sh.scheme, Euler):
         problem = sh.problem
 
