@@ -279,7 +279,7 @@ def gradflow_command() -> list[str]:
     script = Path(sys.executable).parent / "gradflow"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from gradflow._cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from gradflow._entry import main; sys.exit(main())"]
 
 
 def bench_analyze(repeats: int, tmp: Path) -> dict[str, Any]:

@@ -276,17 +276,44 @@ def _entry(name: str, title: str, caption: str, paths: list[Path]) -> dict[str, 
 
 def draw(source: Source, out: str | Path) -> list[dict[str, Any]]:
     """Draw every report figure of `source` (a results document or a
-    `StabilityReport`) into `out`; returns one entry per figure:
-    `{"name", "title", "caption", "png", "pdf"}` (file names relative to `out`)."""
+    `StabilityReport`) into `out`: the functions of `REPORT_FIGURES`, in order; returns one
+    entry per figure drawn: `{"name", "title", "caption", "png", "pdf"}` (file names
+    relative to `out`)."""
     doc = _document(source)
-    entries = [spectrum(doc, out), replay(doc, out), equilibrium(doc, out)]
+    entries = [part(doc, out) for part in REPORT_FIGURES]
     return [e for e in entries if e is not None]
+
+
+def warm_up() -> None:
+    """Load what drawing the report's figures needs into this process: matplotlib's
+    fonts, its mathtext parser and both backends (PNG and PDF), by drawing a small
+    figure in the shared style to memory. Processes forked afterwards inherit them;
+    `gradflow analyze` does this in its figures' process while the analysis runs."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = _style.figure()
+    ax.plot([0.0, 1.0], [0.0, 1.0], label=r"$\alpha\mu$, $\max_k|\partial_u H_k|$")
+    ax.set_title(r"$\lambda_k$ at $t_{k+1}$")
+    ax.legend()
+    for kind in ("png", "pdf"):
+        fig.savefig(io.BytesIO(), format=kind)
+    plt.close(fig)
+
+
+REPORT_FIGURES = (spectrum, replay, equilibrium)
+"""The report's figures, in the order of `draw`: each function draws one figure of a
+document (or returns None where the document has nothing for it, as `replay`
+without a replay) and returns its entry."""
 
 
 #: The public names of `figures.report`: what the API reference documents (tests/test_docs.py).
 __all__ = [
+    "REPORT_FIGURES",
     "draw",
     "equilibrium",
     "replay",
     "spectrum",
+    "warm_up",
 ]

@@ -17,6 +17,7 @@ import flow
 import stability
 from flow import validation
 
+from . import _figure_worker
 from ._document import EQUIVALENCE_N, dumps, results_document
 from ._markdown import render_markdown
 
@@ -178,9 +179,7 @@ def run_analysis(
     if figures:
         with stage("figures (PNG and PDF)"):
             t0 = time.perf_counter()
-            from figures import report as report_figures
-
-            figs = report_figures.draw(document([]), out)
+            figs = _figure_worker.draw(document([]), out)
             files += [out / f[k] for f in figs for k in ("png", "pdf")]
             timings["figures"] = time.perf_counter() - t0
 

@@ -121,7 +121,7 @@ def test_user_problem_file_end_to_end(tmp_path):
         [
             sys.executable,
             "-m",
-            "gradflow._cli",
+            "gradflow._entry",
             "analyze",
             "--problem",
             f"{USER_FILE}:problem",

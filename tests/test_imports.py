@@ -14,6 +14,7 @@ import pytest
 
 import flow
 import flow.solvers
+import gradflow
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,17 @@ def _loaded(code: str) -> list[str]:
 def test_importing_the_packages_loads_no_heavy_optional_part():
     # one interpreter for the three (gradflow imports stability, which imports flow)
     assert _loaded("import flow, stability, gradflow") == []
+
+
+def test_the_console_script_starts_the_figures_process_before_importing_jax():
+    # `gradflow analyze` starts its figures' process first thing: the entry module and
+    # the package load neither JAX nor anything of flow before it has
+    loaded = _loaded(
+        "import gradflow._entry, gradflow._figure_worker\n"
+        "assert not {'jax', 'flow', 'numpy'} & set(sys.modules), "
+        "{'jax', 'flow', 'numpy'} & set(sys.modules)"
+    )
+    assert loaded == []
 
 
 def test_gradflow_problems_loads_no_heavy_optional_part():
@@ -91,7 +103,7 @@ def _type_checking_imports(path: Path) -> dict[str, str | None]:
     return names
 
 
-@pytest.mark.parametrize("module", [flow, flow.solvers], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [flow, flow.solvers, gradflow], ids=lambda m: m.__name__)
 def test_the_lazy_tables_match_the_static_imports(module):
     # the names that the API reference and a type checker read (the TYPE_CHECKING
     # imports) are those `__getattr__` loads, each from the same module

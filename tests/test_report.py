@@ -296,6 +296,59 @@ def test_figure_files_are_deterministic_tight_and_searchable(run, tmp_path):
         assert pdf.count(b"/ToUnicode") == fonts
 
 
+def _same_files(a, b, entries):
+    for entry in entries:
+        for name in (entry["png"], entry["pdf"]):
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_the_figures_process_draws_the_same_files(run, tmp_path, monkeypatch):
+    """gradflow analyze's figures process (started before the analysis) draws what
+    this process would (the same entries, byte-identical files): the drawing here
+    is disabled, so the files can only come from it, where one child per core draws
+    them; and it says nothing."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from gradflow import _figure_worker
+
+    doc = run[0].document
+    here = report_figures.draw(doc, tmp_path / "here")
+    open_figures = plt.get_fignums()
+    report_figures.warm_up()  # what the figures process does first: it leaves nothing open
+    assert plt.get_fignums() == open_figures
+    _figure_worker.prestart()
+    monkeypatch.setattr(report_figures, "draw", _refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        there = _figure_worker.draw(doc, tmp_path / "there")
+    assert there == here
+    _same_files(tmp_path / "here", tmp_path / "there", here)
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("drawn in the test process, not in the figures process")
+
+
+def test_the_figures_process_fails_over_to_this_one(run, tmp_path, monkeypatch):
+    """A figures process that dies is reported (a RuntimeWarning) and the figures
+    are drawn here; an error while drawing there is raised here, as usual."""
+    from gradflow import _figure_worker
+
+    doc = run[0].document
+    _figure_worker.prestart()
+    _figure_worker._prestarted.kill()
+    with pytest.warns(RuntimeWarning, match="figures' process failed"):
+        entries = _figure_worker.draw(doc, tmp_path / "a")
+    assert [e["name"] for e in entries] == ["spectrum", "replay", "equilibrium"]
+    _figure_worker.prestart()
+    broken = {k: v for k, v in doc.items() if k != "spectrum"}
+    with pytest.raises(KeyError, match="spectrum"):
+        _figure_worker.draw(broken, tmp_path / "b")
+    assert _figure_worker._prestarted is None  # one exchange per process
+
+
 def test_report_renders_as_a_page(run):
     run, out = run
     text = (out / "report.md").read_text()
