@@ -14,6 +14,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from . import (  # noqa: E402
+    bounds as bounds,
     controls as controls,
     metrics as metrics,
     solvers as solvers,
@@ -142,6 +143,7 @@ __version__ = importlib.metadata.version("gradient-flow-analyzer")
 
 #: The public names of `flow`: what the API reference documents (tests/test_docs.py).
 __all__ = [
+    "bounds",
     "AbstractRecord",
     "AbstractResult",
     "AbstractScheme",

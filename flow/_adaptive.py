@@ -246,6 +246,11 @@ def adaptive_shoot(
     **Returns:** an [`AdaptiveShooting`][flow.AdaptiveShooting].
     """
     instance(problem, "problem", OptimalControlProblem)
+    if problem.control_bounds is not None:
+        raise ValueError(
+            "`problem` has control bounds; adaptive_shoot does not support them yet "
+            "(use flow.shoot)."
+        )
     solver = _check_solver(diffrax.Bosh3() if solver is None else solver)
     tol = positive_float(tol, "tol")
     max_steps = positive_int(max_steps, "max_steps")

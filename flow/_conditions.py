@@ -31,7 +31,7 @@ from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._results import RESULTS as _BASE_RESULTS, AbstractResult
 from ._shooting import Shooting
-from ._validation import choice, instance, positive_float, positive_int, real_array
+from ._validation import choice, instance, positive_float, positive_int, real_array, unbounded
 
 
 DENSE_CONDITIONS_MAX = 1024
@@ -401,6 +401,7 @@ def solve_conditions(
     a guess of the wrong shape.
     """
     sh = instance(shooting, "shooting", Shooting, "from flow.shoot(problem, N)")
+    unbounded(sh, "flow.indirect.solve_conditions")
     tol = positive_float(tol, "tol")
     max_steps = positive_int(max_steps, "max_steps")
     choice(linear_solver, "linear_solver", _LINEAR_SOLVERS)

@@ -21,7 +21,14 @@ from ._encoding import format_number
 from ._problem import OptimalControlProblem
 from ._results import AbstractResult
 from ._root_finders import DampedNewton
-from ._validation import instance, optional_positive_float, positive_float, positive_int, real_array
+from ._validation import (
+    instance,
+    optional_positive_float,
+    positive_float,
+    positive_int,
+    real_array,
+    unbounded,
+)
 
 
 class _NewtonControl(eqx.Module):
@@ -376,6 +383,7 @@ def costate_shooting(
     arguments of the wrong shape or type.
     """
     instance(problem, "problem", OptimalControlProblem)
+    unbounded(problem, "flow.indirect.costate_shooting", "problem")
     n, m = problem.state_dim, problem.control_dim
     guess = lambda0_guess if hasattr(lambda0_guess, "shape") else np.asarray(lambda0_guess)
     batched = np.ndim(guess) == 2

@@ -11,12 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from . import bounds
 from ._custom_types import RealArrayLike
 from ._encoding import format_number
-from ._metrics import AbstractMetric, as_metric
+from ._metrics import AbstractDiagonalMetric, AbstractMetric, DiagonalHessian, as_metric
 from ._results import RESULTS, AbstractResult
 from ._shooting import AbstractShooting
-from ._steps import AbstractStepRule, step_rule
+from ._steps import AbstractStepRule, Constant, HamiltonianStep, step_rule
 from ._validation import (
     positive_float,
     positive_int,
@@ -178,7 +179,21 @@ def descend(
     r"""Run the discrete algorithm (37): $U_{i+1} = U_i - \alpha_i M^{-1}\nabla E^N(U_i)$.
 
     With a constant step this is forward Euler with step $\alpha$ on the gradient
-    flow $dU/d\tau = -M^{-1}\nabla E^N(U)$ (50). The loop is one `lax.while_loop`
+    flow $dU/d\tau = -M^{-1}\nabla E^N(U)$ (50).
+
+    With control bounds (`shooting.bounds`, see [`flow.bounds`][flow.bounds]) it is
+    projected descent, $U_{i+1} = P_B(U_i - \alpha M^{-1}\nabla E^N(U_i))$ from
+    $P_B(U_0)$, exact for a diagonal metric (identity, Hamiltonian, diagonal or
+    diagonal-Hessian) with a constant or Hamiltonian step; the residuals are then the
+    projected gradient's, $\max|U - P_B(U - \nabla E^N)|$ and
+    $\max|U - P_B(U - \partial_u H)|$. Near a solution with strict complementarity
+    the active components lock onto their bounds after finitely many steps, and the
+    free ones follow the unbounded iteration restricted to the free set. Line
+    searches, L-BFGS and the Newton metric are refused with bounds (a projected
+    Newton step needs the two-metric scheme that
+    [`stability.equilibrium`][stability.equilibrium] uses).
+
+    The loop is one `lax.while_loop`
     (one cost-and-gradient evaluation per iteration, plus the metric's solve and
     any line-search trials); it vmaps over step sizes and initial points.
 
@@ -220,6 +235,8 @@ def descend(
     if tol is not None:
         tol = positive_float(tol, "tol", allow_traced=True)
     rule = step_rule(step)
+    if getattr(shooting, "bounds", None) is not None:
+        _check_projectable(metric, rule)
     # Unbound calls: an equinox bound method costs ~35 us to create (equinox 0.13),
     # which counted at small N (benchmarks/README.md, descend overhead).
     U0 = type(shooting).check_controls(shooting, U0, "U0")
@@ -251,6 +268,21 @@ def descend(
     return trace
 
 
+def _check_projectable(metric: AbstractMetric, rule: AbstractStepRule) -> None:
+    """Projected descent is exact for a diagonal metric and a fixed step only."""
+    if not isinstance(metric, AbstractDiagonalMetric | DiagonalHessian):
+        raise ValueError(
+            f"`metric`: with control bounds descend needs a diagonal metric (identity, "
+            f"hamiltonian, diagonal, diagonal-hessian), where the projection is exact; "
+            f"got {metric.name!r}."
+        )
+    if not isinstance(rule, Constant | HamiltonianStep):
+        raise ValueError(
+            "`step`: with control bounds descend takes a constant step or "
+            f"'hamiltonian' (projected line searches are not implemented); got {rule!r}."
+        )
+
+
 def _descend(*args: Any) -> DescentTrace:
     """`_descend_impl` compiled: by `jax.jit` when every leaf of the shooting, start
     point, metric and rule is an array (the common case: its C++ dispatch costs about
@@ -277,20 +309,29 @@ def _descend_impl(
     inv_h = 1.0 / sh.steps[:, None]
     value_and_grad = jax.value_and_grad(type(sh).objective, argnums=1)
     on_hamiltonian = stop_on == "hamiltonian"
+    box = getattr(sh, "bounds", None)
 
-    def residuals(g):
+    def project(U):
+        return U if box is None else bounds.project(U, *box)
+
+    def residuals(U, g):
         # Two max-reductions per iteration; a NaN in g propagates into both norms,
         # so they double as the finiteness check of the gradient.
-        a = jnp.abs(g)
-        gn = jnp.max(a)
-        hn = jnp.max(a * inv_h)
+        if box is None:
+            a = jnp.abs(g)
+            gn = jnp.max(a)
+            hn = jnp.max(a * inv_h)
+        else:  # the projected gradient, and its Hamiltonian form
+            gn = jnp.max(jnp.abs(bounds.projected_residual(U, g, *box)))
+            hn = jnp.max(jnp.abs(bounds.projected_residual(U, g * inv_h, *box)))
         return gn, hn, (hn if on_hamiltonian else gn)
 
     def direction(U):
         return lambda G: metric.solve(sh, U, G)
 
+    U0 = project(U0)
     c0, g0 = value_and_grad(sh, U0)
-    gn0, hn0, r0 = residuals(g0)
+    gn0, hn0, r0 = residuals(U0, g0)
     limit = divergence_factor * jnp.maximum(gn0, 1e-300)
     n_hist = max_steps + 1
     hist = dict(
@@ -330,9 +371,9 @@ def _descend_impl(
     def body(carry):
         i, U = carry["i"], carry["U"]
         upd = rule.update(sh, U, carry["c"], carry["g"], direction(U), carry["state"])
-        U_new = upd.U
+        U_new = project(upd.U)
         c, g = value_and_grad(sh, U_new)
-        gn, hn, r = residuals(g)
+        gn, hn, r = residuals(U_new, g)
         i = i + 1
         # a non-finite U_new gives a non-finite cost; a non-finite g a non-finite norm
         finite = jnp.isfinite(c) & jnp.isfinite(gn) & jnp.isfinite(hn)

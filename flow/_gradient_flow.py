@@ -26,6 +26,7 @@ from ._validation import (
     positive_int,
     shooting as check_shooting,
     stop_on as check_stop_on,
+    unbounded,
 )
 
 
@@ -129,6 +130,7 @@ def gradient_flow(
     `solver_failed`.
     """
     check_shooting(shooting)
+    unbounded(shooting, "flow.gradient_flow")
     metric = as_metric(metric)
     check_stop_on(stop_on)
     tol = optional_positive_float(tol, "tol")

@@ -127,6 +127,11 @@ def parameterize(shooting: Shooting, basis: AbstractBasis | RealArrayLike) -> Sh
             "(B_total = B_outer @ B_inner) and parameterize the original shooting."
         )
     B_np = basis_matrix(basis, shooting, shooting.control_dim)
+    if shooting.bounds is not None:
+        raise ValueError(
+            "`shooting` has control bounds; parameterize does not support them (a box on "
+            "U = BC is a general linear constraint on C, not a box)."
+        )
     label = basis.label() if isinstance(basis, AbstractBasis) else "matrix"
     B = jnp.asarray(B_np)
     p = int(B.shape[1])

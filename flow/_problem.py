@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _validation as validation
+from .bounds import device_bounds, validate_bounds
 
 
 class _NotAnArray(TypeError):
@@ -64,8 +65,9 @@ class OptimalControlProblem(eqx.Module):
     $$\min_u\; E(x(t_f)) + \int_{t_0}^{t_f} L(x, u)\,dt
       \quad\text{s.t.}\quad \dot x = f(x, u),\; x(t_0) = x_0,$$
 
-    with $x \in \mathbb{R}^n$, $u \in \mathbb{R}^m$ unconstrained and $t_0, t_f$
-    fixed (paper eq. (4), generalised to vectors and a running cost).
+    with $x \in \mathbb{R}^n$, $u \in \mathbb{R}^m$ and $t_0, t_f$ fixed (paper eq. (4),
+    generalised to vectors and a running cost), and optionally box bounds
+    $\ell \le u(t) \le \upsilon$ on the control.
 
     A running cost is folded into the state as one extra component
     $x_{n+1}' = L(x, u)$, $x_{n+1}(t_0) = 0$, with $E \mathrel{+}= x_{n+1}(t_f)$
@@ -80,6 +82,11 @@ class OptimalControlProblem(eqx.Module):
     - `t0`, `tf`: the fixed initial and final times, `tf > t0`.
     - `running_cost`: optional $L(x, u)$, returning a scalar.
     - `control_dim`: $m \ge 1$.
+    - `control_bounds`: optional `(lower, upper)`, each a number or an array of shape
+      `(m,)`; `-inf` / `inf` leave a side free, and `lower < upper` everywhere.
+      [`shoot`][flow.shoot] takes per-interval bounds of shape `(N, m)` instead.
+      The verbs then solve the bounded problem (see `flow/_bounds.py` and
+      [`stability.equilibrium`][stability.equilibrium]).
     - `name`: a label used in reports.
 
     **Raises:**
@@ -98,6 +105,7 @@ class OptimalControlProblem(eqx.Module):
     tf: float = eqx.field(static=True)
     control_dim: int = eqx.field(static=True)
     name: str = eqx.field(static=True)
+    control_bounds: tuple[Float[Array, " m"], Float[Array, " m"]] | None
 
     # Arguments are annotated `Any`: they are validated below, with messages that
     # name the argument, rather than by the static annotation.
@@ -111,6 +119,7 @@ class OptimalControlProblem(eqx.Module):
         *,
         running_cost: Any = None,
         control_dim: Any,
+        control_bounds: Any = None,
         name: str = "custom",
     ):
         validation.function(dynamics, "dynamics", "f(x, u) -> array of shape (n,)")
@@ -169,6 +178,11 @@ class OptimalControlProblem(eqx.Module):
         self.tf = float(tf)
         self.control_dim = int(control_dim)
         self.name = str(name)
+        self.control_bounds = (
+            None
+            if control_bounds is None
+            else device_bounds(*validate_bounds(control_bounds, "control_bounds", (control_dim,)))
+        )
 
     # ---------------------------------------------------------------- sizes
     @property
@@ -218,6 +232,12 @@ class OptimalControlProblem(eqx.Module):
 
     def __repr__(self) -> str:
         rc = "" if self.running_cost is None else ", running cost"
+        if self.control_bounds is not None:
+            lo, hi = (np.asarray(b) for b in self.control_bounds)
+            if lo.shape[0] == 1:
+                rc += f", {lo[0]:g} <= u <= {hi[0]:g}"
+            else:
+                rc += ", bounded u"
         return (
             f"OptimalControlProblem({self.name!r}: n={self.state_dim}, "
             f"m={self.control_dim}, t in [{self.t0:g}, {self.tf:g}]{rc})"

@@ -27,6 +27,7 @@ from ._grid import make_grid
 from ._problem import OptimalControlProblem
 from ._schemes import AbstractScheme, Euler
 from ._validation import float64_array
+from .bounds import device_bounds, validate_bounds
 
 
 _GRADIENT_METHODS = ("autodiff", "costate", "finite-difference")
@@ -139,6 +140,7 @@ class Shooting(AbstractShooting):
     problem: OptimalControlProblem
     scheme: AbstractScheme
     grid: Float[Array, " Np1"]
+    bounds: tuple[Float[Array, "N m"], Float[Array, "N m"]] | None = None
 
     @property
     def control_dim(self) -> int:
@@ -265,6 +267,8 @@ def shoot(
     problem: OptimalControlProblem,
     N_or_grid: Any,
     scheme: AbstractScheme | None = None,
+    *,
+    control_bounds: Any = None,
 ) -> Shooting:
     r"""Discretise `problem` by direct shooting: $x_{k+1} = \Phi(x_k, u_k, h_k)$.
 
@@ -275,8 +279,13 @@ def shoot(
       eq. (15)), or an explicit strictly increasing array of times from `t0` to
       `tf`.
     - `scheme`: the one-step scheme; default [`Euler`][] (eq. (16)).
+    - `control_bounds`: `(lower, upper)` box bounds on $u_k$, per interval (arrays of
+      shape `(N, m)`) or as for the problem (numbers, `(m,)`); default the problem's
+      `control_bounds`, if any. The discretised problem minimises $E^N$ over
+      $\ell_k \le u_k \le \upsilon_k$.
 
-    **Returns:** a [`Shooting`][].
+    **Returns:** a [`Shooting`][]; `bounds` holds the bounds as two `(N, m)` arrays, or
+    None.
     """
     if not isinstance(problem, OptimalControlProblem):
         raise TypeError(
@@ -286,8 +295,15 @@ def shoot(
         scheme = Euler()
     if not isinstance(scheme, AbstractScheme):
         raise TypeError(f"`scheme` must be a scheme instance such as flow.Euler(); got {scheme!r}.")
-    grid = jax.device_put(make_grid(N_or_grid, problem.t0, problem.tf))  # no kernel compiled
-    return Shooting(problem=problem, scheme=scheme, grid=grid)
+    grid_np = make_grid(N_or_grid, problem.t0, problem.tf)
+    grid = jax.device_put(grid_np)  # no kernel compiled
+    shape = (grid_np.shape[0] - 1, problem.control_dim)
+    if control_bounds is None and problem.control_bounds is not None:
+        control_bounds = tuple(np.asarray(b) for b in problem.control_bounds)
+    bounds = None
+    if control_bounds is not None:
+        bounds = device_bounds(*validate_bounds(control_bounds, "control_bounds", shape))
+    return Shooting(problem=problem, scheme=scheme, grid=grid, bounds=bounds)
 
 
 # --------------------------------------------------------------------------

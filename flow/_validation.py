@@ -168,6 +168,20 @@ def shooting(value: Any, name: str = "shooting") -> Any:
     return value
 
 
+def unbounded(value: Any, verb: str, name: str = "shooting") -> Any:
+    """`value` (a shooting discretisation or a problem) if it has no control bounds;
+    otherwise a `ValueError` saying that `verb` does not handle bounds yet."""
+    bounds = getattr(value, "bounds", None)
+    if bounds is None:
+        bounds = getattr(value, "control_bounds", None)
+    if bounds is not None:
+        raise ValueError(
+            f"`{name}` has control bounds, which {verb} does not handle yet: it would "
+            f"solve the unbounded problem. stability.equilibrium solves the bounded one."
+        )
+    return value
+
+
 def controls(shooting: Any, U: Any, name: str = "U", *, finite: bool = False) -> Array:
     """`U` as float64 controls of shape `(N, m)` for `shooting` (see
     `AbstractShooting.check_controls`), and finite if `finite=True` (when concrete)."""

@@ -16,6 +16,7 @@ from ._validation import (
     real_array as real_array,
     shooting as shooting,
     stop_on as stop_on,
+    unbounded as unbounded,
 )
 
 
@@ -34,4 +35,5 @@ __all__ = [
     "shooting",
     "STOP_ON",
     "stop_on",
+    "unbounded",
 ]

@@ -301,6 +301,7 @@ def analyze(
     **Returns:** a [`StabilityReport`][stability.StabilityReport].
     """
     sh = validation.shooting(shooting)
+    validation.unbounded(sh, "stability.analyze")
     metric = metrics.as_metric(metric)
     U0 = sh.zeros() if U0 is None else validation.controls(sh, U0, "U0", finite=True)
     tol = validation.positive_float(tol, "tol")

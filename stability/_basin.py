@@ -214,6 +214,7 @@ def basin(
     **Returns:** a [`Basin`][stability.Basin] table (`summary()`, `to_dict()`).
     """
     sh = validation.instance(shooting, "shooting", flow.Shooting, "from flow.shoot")
+    validation.unbounded(sh, "stability.basin")
     problem = sh.problem
     n_starts = positive_int(n_starts, "n_starts")
     seed = positive_int(seed, "seed", minimum=0)

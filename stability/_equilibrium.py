@@ -19,7 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from flow import (
     RESULTS,
@@ -31,6 +31,8 @@ from flow import (
     solvers,
     validation,
 )
+
+from ._projected_newton import bound_arrays, solve_bounded, solve_bounded_batch
 
 
 # `stop_on` is annotated `str` (not a Literal) on the public verbs: its values are
@@ -58,6 +60,23 @@ class Equilibrium(AbstractResult):
     - `tol`, `stop_on`: the stopping rule ($\max_k |\nabla_{u_k} E^N| / h_k \le$ `tol`
       for `"hamiltonian"`, $\|\nabla E^N\|_\infty \le$ `tol` for `"gradient"`);
     - `problem`, `N`.
+
+    For a problem with control bounds ([`flow.bounds`][flow.bounds]) the residuals are
+    those of the projected gradient: `gradient_norm` is
+    $\|U^* - P_B(U^* - \nabla E^N)\|_\infty$ and `hamiltonian_residual`
+    $\max|U^* - P_B(U^* - \partial_u H)|$, and three arrays describe the bounds:
+
+    - `active_set`: int8, shape `(N, m)`: -1 where $u^*_{k,i}$ is at its lower bound,
+      +1 at its upper bound, 0 free;
+    - `multipliers`: the bound multipliers $\nu = \nabla E^N(U^*)$ on the active set
+      (0 on the free set; $\ge 0$ at lower bounds, $\le 0$ at upper ones). By Lemma 2
+      $\nu_k = h_k\,\partial_u H_k$. CasADi's `lam_x` is $-\nu$;
+    - `degenerate`: where strict complementarity fails to the solve's precision: an
+      active component whose multiplier $|\nu_k| / h_k$ (or $|\nu|$ for
+      `stop_on="gradient"`) is at most `10 * tol`, or a free one within `10 * tol` of a
+      bound. Empty at a non-degenerate solution;
+
+    and `num_steps` counts projected Newton iterations. Without bounds these are None.
     """
 
     U: Float[Array, "N m"]
@@ -74,28 +93,62 @@ class Equilibrium(AbstractResult):
     stop_on: str
     problem: str
     N: int
-    _arrays: ClassVar[tuple[str, ...]] = ("U", "gradient")
+    active_set: Int[np.ndarray, "N m"] | None = None
+    multipliers: Float[Array, "N m"] | None = None
+    degenerate: Bool[np.ndarray, "N m"] | None = None
+    _arrays: ClassVar[tuple[str, ...]] = (
+        "U",
+        "gradient",
+        "active_set",
+        "multipliers",
+        "degenerate",
+    )
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the problem had control bounds."""
+        return self.active_set is not None
+
+    @property
+    def num_active(self) -> int:
+        """The number of components at a bound (0 without bounds)."""
+        return 0 if self.active_set is None else int(np.count_nonzero(self.active_set))
+
+    @property
+    def num_degenerate(self) -> int:
+        """The number of degenerate components (0 without bounds)."""
+        return 0 if self.degenerate is None else int(np.count_nonzero(self.degenerate))
 
     def _record(self, include_arrays: bool) -> dict[str, Any]:
-        return {k: v for k, v in self._fields().items() if k != "result"}
+        record = {k: v for k, v in self._fields().items() if k != "result"}
+        if not self.bounded:
+            for k in ("active_set", "multipliers", "degenerate"):
+                del record[k]
+        else:
+            record.update(num_active=self.num_active, num_degenerate=self.num_degenerate)
+        return record
 
     def _details(self) -> str:
         if self.status in ("max_steps", "stalled"):
             residual = (
                 self.hamiltonian_residual if self.stop_on == "hamiltonian" else self.gradient_norm
             )
+            kind = "projected Newton" if self.bounded else "trust-region"
             return (
                 f"The {self.stop_on} residual is {residual:.3e} (tol {self.tol:.1e}) after "
-                f"{self.num_steps} trust-region steps"
+                f"{self.num_steps} {kind} steps"
             )
         return ""
 
     def _summary(self) -> str:
+        active = ""
+        if self.bounded:
+            active = f", {self.num_active} active ({self.num_degenerate} degenerate)"
         return (
             f"{self.problem}, N={self.N}, {self.num_steps} steps ({self.num_hvp} "
             f"Hessian-vector products), |grad|_inf={format_number(self.gradient_norm, '.2e')}, "
             f"max|dH/du|={format_number(self.hamiltonian_residual, '.2e')}, "
-            f"E^N={format_number(self.cost, '.10g')}"
+            f"E^N={format_number(self.cost, '.10g')}{active}"
         )
 
 
@@ -275,6 +328,9 @@ def _options(shooting, tol, stop_on, max_steps, max_cg_steps, initial_radius):
 def _result(shooting, tol, stop_on, U, f, g, it, n_hvp, n_rej, status, residuals) -> Equilibrium:
     name = _CODES[int(status)]
     g_norm, dH = np.asarray(residuals)
+    bounded = getattr(shooting, "bounds", None) is not None
+    extra = bound_arrays(shooting, tol, stop_on, U, g) if bounded else {}
+    accepted = int(it) - (1 if bounded and name == "stalled" else 0)
     return Equilibrium(
         U=U,
         gradient=g,
@@ -284,12 +340,13 @@ def _result(shooting, tol, stop_on, U, f, g, it, n_hvp, n_rej, status, residuals
         result=getattr(RESULTS, name),
         num_steps=int(it),
         num_hvp=int(n_hvp),
-        num_gradients=int(it) + 1,
+        num_gradients=1 + (accepted + int(n_rej) if bounded else int(it)),
         num_rejected=int(n_rej),
         tol=tol,
         stop_on=stop_on,
         problem=getattr(getattr(shooting, "problem", None), "name", type(shooting).__name__),
         N=shooting.N,
+        **extra,
     )
 
 
@@ -323,6 +380,22 @@ def equilibrium(
     saddles along negative curvature); started exactly at a saddle ($\nabla E^N = 0$)
     it stays there, with 0 iterations.
 
+    **With control bounds** (`shooting.bounds`, [`flow.bounds`][flow.bounds]) it finds
+    a KKT point of $\min E^N$ over the box $B$: $U^* - P_B(U^* - \nabla E^N(U^*)) = 0$,
+    by projected Newton-CG (Bertsekas 1982). From $P_B(U_0)$, each step treats as
+    active the components within $\epsilon_i = \min(10^{-2}, r_i)$ of a bound with the
+    gradient pushing outwards ($r_i$ the projected residual), takes a Newton step on
+    the free set (truncated CG on the free block of Hessian-vector products; the
+    scaled gradient where CG finds no descent direction) and the scaled gradient on
+    the active set, projects, and halves the step until Armijo's condition along the
+    projection arc holds (up to 40 times; then `stalled`). Near a solution with strict
+    complementarity the active set is identified after finitely many steps and the
+    convergence is that of Newton's method on the free set. The stopping rule and the
+    residuals are those of the projected gradient (`stop_on="hamiltonian"`:
+    $\max|U - P_B(U - \nabla E^N / h)| \le$ `tol`); `initial_radius` is not used.
+    The result also gives the active set, the bound multipliers and the degenerate
+    components ([`Equilibrium`][stability.Equilibrium]).
+
     **Arguments:**
 
     - `shooting`: a `flow.Shooting`.
@@ -343,7 +416,8 @@ def equilibrium(
     shooting = validation.shooting(shooting)
     U0 = shooting.zeros() if U0 is None else validation.controls(shooting, U0, "U0", finite=True)
     tol, stop_on, opts = _options(shooting, tol, stop_on, max_steps, max_cg_steps, initial_radius)
-    out = _solve(shooting, U0, *opts)
+    bounded = getattr(shooting, "bounds", None) is not None
+    out = (solve_bounded if bounded else _solve)(shooting, U0, *opts)
     result = _result(shooting, tol, stop_on, *out)
     if throw:
         hint = ""
@@ -396,7 +470,8 @@ def equilibria(
     starts = validation.real_array(starts, "starts")
     distinct_tol = validation.positive_float(distinct_tol, "distinct_tol")
     tol, stop_on, opts = _options(shooting, tol, stop_on, max_steps, max_cg_steps, initial_radius)
-    out = _solve_batch(shooting, starts, *opts)
+    bounded = getattr(shooting, "bounds", None) is not None
+    out = (solve_bounded_batch if bounded else _solve_batch)(shooting, starts, *opts)
     runs = tuple(
         _result(shooting, tol, stop_on, *(o[i] for o in out)) for i in range(starts.shape[0])
     )

@@ -303,6 +303,7 @@ def linearize(
     request for small $Nm$).
     """
     shooting = validation.shooting(shooting)
+    validation.unbounded(shooting, "stability.linearize")
     gradient_norm = None
     if isinstance(U, Equilibrium):
         if U.N == shooting.N and U.problem == _problem_name(shooting):

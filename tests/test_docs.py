@@ -31,6 +31,7 @@ PUBLIC_MODULES = (
     "flow.metrics",
     "flow.solvers",
     "flow.validation",
+    "flow.bounds",
     "stability",
     "figures",
     "figures.report",
