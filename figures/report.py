@@ -237,6 +237,8 @@ def equilibrium(source: Source, out: str | Path) -> dict[str, Any]:
             color=_style.COLORS[j % len(_style.COLORS)],
             baseline=None,
         )
+    if tr.get("active_set") is not None:
+        _draw_bounds(a, t, tr)
     a.set_xlabel("$t$")
     a.set_ylabel(r"$u^*_k$ on $[t_k, t_{k+1})$")
     a.set_title(f"controls $u^*$ ({doc['equilibrium']['status']})")
@@ -261,7 +263,30 @@ def equilibrium(source: Source, out: str | Path) -> dict[str, Any]:
         f"[t_k, t_k+1) and the costates λ_k of the discrete adjoint recursion "
         f"(eqs. (23), (25)), drawn at t_k+1 since λ_k = ∂E^N/∂x_k+1."
     )
+    if tr.get("active_set") is not None:
+        caption += (
+            f" Dotted: the control bounds; shaded: the intervals where a control is on a "
+            f"bound ({doc['equilibrium']['num_active']} controls)."
+        )
     return _entry("equilibrium", "Equilibrium controls and costates", caption, paths)
+
+
+def _draw_bounds(ax: Any, t: np.ndarray, tr: dict[str, Any]) -> None:
+    """The finite control bounds as dotted grey stairs, and the intervals where some
+    control is on a bound shaded (one span per run of active intervals)."""
+    lower, upper = (np.array(tr[k], dtype=float) for k in ("lower", "upper"))
+    for side, values in (("bounds", lower), (None, upper)):
+        for j in range(values.shape[1]):
+            v = values[:, j]
+            if np.all(np.isfinite(v)):
+                ax.stairs(v, t, color="0.45", linestyle=":", linewidth=1.2, baseline=None,
+                          label=side if j == 0 else None)  # fmt: skip
+                side = None
+    active = np.any(np.array(tr["active_set"]) != 0, axis=1)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(int), [0]])))
+    for i, (k0, k1) in enumerate(zip(edges[::2], edges[1::2], strict=True)):
+        ax.axvspan(t[k0], t[k1], color=_style.COLORS[2], alpha=0.15, linewidth=0,
+                   label="on a bound" if i == 0 else None)  # fmt: skip
 
 
 def _entry(name: str, title: str, caption: str, paths: list[Path]) -> dict[str, Any]:

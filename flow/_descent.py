@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from . import bounds
+from . import _box as bounds
 from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._metrics import AbstractDiagonalMetric, AbstractMetric, DiagonalHessian, as_metric

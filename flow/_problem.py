@@ -13,7 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _validation as validation
-from .bounds import device_bounds, validate_bounds
+from ._box import device_bounds, validate_bounds
 
 
 class _NotAnArray(TypeError):

@@ -79,7 +79,9 @@ def scalar_regularized(rho: Real = 1.0) -> OptimalControlProblem:
     minimiser, so the minimiser is isolated and $\mathrm{eig}(\nabla^2 E^N)/h$
     has a mesh-independent lower end $\rho$.
 
-    **Arguments:** `rho > 0`, the control weight.
+    **Arguments:** `rho > 0`, the control weight; `control_bounds`, optional
+    `(lower, upper)` on the fishing rate $u$ (the built-in `lotka_volterra_bounded`
+    has $0 \le u \le 1$).
     """
     rho = validation.positive_float(rho, "rho")
     return _penalised_scalar(_scalar_dynamics, _scalar_endpoint, rho, 1.0, "scalar_regularized")
@@ -235,7 +237,7 @@ def _vdp_running(x, u):
     return x[0] ** 2 + x[1] ** 2 + u[0] ** 2
 
 
-def van_der_pol() -> OptimalControlProblem:
+def van_der_pol(control_bounds: Any = None) -> OptimalControlProblem:
     r"""The Van der Pol oscillator, the classic direct single shooting benchmark.
 
     $\dot x_1 = (1 - x_2^2) x_1 - x_2 + u$, $\dot x_2 = x_1$, $x(0) = (0, 1)$,
@@ -243,6 +245,9 @@ def van_der_pol() -> OptimalControlProblem:
     and ACADO example). $n = 2$, $m = 1$, no endpoint cost. The flow's Jacobian is
     stiff: at N = 200 (Euler) the eigenvalues of $\nabla^2 E^N / h$ at the optimum
     span roughly [2, 5e4], and the Hessian is indefinite at $U = 0$.
+
+    `control_bounds`: optional `(lower, upper)` on $u$; the classic bounded variant
+    (ACADO's) is $-0.3 \le u \le 1$, the built-in `van_der_pol_bounded`.
     """
     return OptimalControlProblem(
         _vdp_dynamics,
@@ -252,8 +257,15 @@ def van_der_pol() -> OptimalControlProblem:
         tf=10.0,
         running_cost=_vdp_running,
         control_dim=1,
-        name="van_der_pol",
+        control_bounds=control_bounds,
+        name="van_der_pol" if control_bounds is None else "van_der_pol_bounded",
     )
+
+
+def _van_der_pol_bounded() -> OptimalControlProblem:
+    """The built-in `van_der_pol_bounded`: `van_der_pol(control_bounds=(-0.3, 1.0))`,
+    the bound at -0.3 active on part of the horizon."""
+    return van_der_pol(control_bounds=(-0.3, 1.0))
 
 
 def _cart_pole_dynamics(x, u):
@@ -379,7 +391,7 @@ def _third_state(x):
     return x[2]
 
 
-def lotka_volterra(rho: Real = 0.1) -> OptimalControlProblem:
+def lotka_volterra(rho: Real = 0.1, control_bounds: Any = None) -> OptimalControlProblem:
     r"""The Lotka-Volterra fishing problem (Sager's benchmark of mixed-integer optimal
     control) with a quadratic control cost instead of the binary constraint, in
     Mayer form with three states.
@@ -401,8 +413,16 @@ def lotka_volterra(rho: Real = 0.1) -> OptimalControlProblem:
         t0=0.0,
         tf=12.0,
         control_dim=1,
-        name="lotka_volterra" if rho == 0.1 else f"lotka_volterra(rho={rho:g})",
+        control_bounds=control_bounds,
+        name=("lotka_volterra" if rho == 0.1 else f"lotka_volterra(rho={rho:g})")
+        + ("" if control_bounds is None else "_bounded"),
     )
+
+
+def _lotka_volterra_bounded() -> OptimalControlProblem:
+    """The built-in `lotka_volterra_bounded`: `lotka_volterra(control_bounds=(0.0, 1.0))`,
+    a fishing rate in [0, 1], on a bound over most of the horizon."""
+    return lotka_volterra(control_bounds=(0.0, 1.0))
 
 
 def _default_lq() -> OptimalControlProblem:
@@ -440,6 +460,10 @@ BUILTIN: dict[str, tuple[Callable[[], OptimalControlProblem], str]] = {
         van_der_pol,
         "Van der Pol oscillator, T = 10, int x1^2 + x2^2 + u^2 (stiff gradient flow)",
     ),
+    "van_der_pol_bounded": (
+        _van_der_pol_bounded,
+        "Van der Pol with -0.3 <= u <= 1 (the lower bound active on part of the horizon)",
+    ),
     "cart_pole": (
         cart_pole,
         "cart-pole swing-up, n = 4, terminal penalty (nonconvex)",
@@ -455,6 +479,10 @@ BUILTIN: dict[str, tuple[Callable[[], OptimalControlProblem], str]] = {
     "lotka_volterra": (
         lotka_volterra,
         "Lotka-Volterra fishing, n = 3 (Mayer form), T = 12, quadratic control cost",
+    ),
+    "lotka_volterra_bounded": (
+        _lotka_volterra_bounded,
+        "Lotka-Volterra fishing with 0 <= u <= 1 (bounds active over most of the horizon)",
     ),
 }
 """name -> (factory with default arguments, one-line description)."""

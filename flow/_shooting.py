@@ -21,13 +21,13 @@ import numpy as np
 from equinox import AbstractVar
 from jaxtyping import Array, Float
 
+from ._box import device_bounds, validate_bounds
 from ._dispatch import compiled, method
 from ._finite_differences import BALANCED_STEP, central_differences
 from ._grid import make_grid
 from ._problem import OptimalControlProblem
 from ._schemes import AbstractScheme, Euler
 from ._validation import float64_array
-from .bounds import device_bounds, validate_bounds
 
 
 _GRADIENT_METHODS = ("autodiff", "costate", "finite-difference")
@@ -428,7 +428,7 @@ _value_and_grad = eqx.filter_jit(jax.value_and_grad(lambda sh, U: sh.objective(U
 
 
 @eqx.filter_jit
-def _dense_hessian(sh: Shooting, U: Array) -> Array:
+def _dense_hessian(sh: AbstractShooting, U: Array) -> Array:
     size = U.size
     basis = jnp.eye(size, dtype=U.dtype).reshape((size,) + U.shape)
     cols = jax.lax.map(lambda V: _hvp_impl(sh, U, V), basis, batch_size=256)

@@ -1,5 +1,4 @@
-r"""Box bounds on the controls, $\ell \le U \le \upsilon$: their validation, the
-projection onto the box, and the stationarity measures of a bounded problem.
+r"""Box bounds on the controls, $\ell \le U \le \upsilon$.
 
 A bounded direct method minimises $E^N(U)$ over the box
 $B = \{U : \ell_{k,i} \le u_{k,i} \le \upsilon_{k,i}\}$; $\pm\infty$ leaves a side
@@ -15,110 +14,28 @@ at an upper one, 0 on the free set): the KKT condition
 $\nabla E^N = \mu_\ell - \mu_\upsilon$ with $\mu \ge 0$. By Lemma 2
 ($\nabla_{u_k} E^N = h_k\,\partial_u H_k$) the multiplier is $h_k$ times the
 Hamiltonian gradient on the active set, and the mesh-independent (Hamiltonian) form of
-the residual is $r_H(U) = U - P_B(U - \partial_u H)$, $\partial_u H = \nabla E^N / h$:
-the discrete minimum principle's first-order condition, $u_k$ minimising
-$H(\lambda_k, x_k, \cdot)$ over the box to first order.
+the residual is $r_H(U) = U - P_B(U - \partial_u H)$: the first-order condition of the
+discrete minimum principle, $u_k$ minimising $H(\lambda_k, x_k, \cdot)$ over the box.
+
+Near a solution with strict complementarity the active components stay on their
+bounds and the free ones follow the unbounded problem restricted to the free set
+([`restrict`][flow.bounds.restrict]), whose spectrum and Euler bound are the reduced
+ones.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, ArrayLike, Float
-
-
-AT_LOWER = -1
-"""The code of `active_set` for a component at its lower bound."""
-FREE = 0
-"""The code of `active_set` for a component strictly inside its bounds."""
-AT_UPPER = 1
-"""The code of `active_set` for a component at its upper bound."""
-
-
-def validate_bounds(value: Any, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """`value = (lower, upper)` as two float64 numpy arrays broadcast to `shape`, or an
-    error naming `name`: each side a real scalar or an array that broadcasts to
-    `shape` (`(m,)` per component; `(N, m)` per interval), no NaN, $-\\infty$ allowed
-    below and $+\\infty$ above, and `lower < upper` everywhere."""
-    if not isinstance(value, tuple | list) or len(value) != 2:
-        raise TypeError(
-            f"`{name}` must be a pair (lower, upper) of numbers or arrays of shape "
-            f"{_shapes(shape)}; got {value!r}."
-        )
-    sides = []
-    for side, v in zip(("lower", "upper"), value, strict=True):
-        arr = np.asarray(v)
-        if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-            raise TypeError(f"`{name}` {side} bound must be real; got dtype {arr.dtype}.")
-        arr = arr.astype(np.float64)
-        if arr.ndim > len(shape) or any(
-            a not in (1, s) for a, s in zip(arr.shape[::-1], shape[::-1], strict=False)
-        ):
-            raise ValueError(
-                f"`{name}` {side} bound must be a scalar or have shape {_shapes(shape)}; "
-                f"got shape {arr.shape}."
-            )
-        if np.any(np.isnan(arr)):
-            raise ValueError(f"`{name}` {side} bound must not be NaN; got {arr}.")
-        sides.append(np.broadcast_to(arr, shape).copy())
-    lower, upper = sides
-    if np.any(lower == np.inf) or np.any(upper == -np.inf):
-        raise ValueError(
-            f"`{name}`: a lower bound of +inf or an upper bound of -inf leaves no control."
-        )
-    bad = ~(lower < upper)
-    if np.any(bad):
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"`{name}` must have lower < upper everywhere; at index {index} lower = "
-            f"{lower[index]} and upper = {upper[index]}."
-        )
-    return lower, upper
-
-
-def _shapes(shape: tuple[int, ...]) -> str:
-    if len(shape) == 1:
-        return f"({shape[0]},)"
-    return f"({shape[1]},) or {tuple(shape)}"
-
-
-def project(U: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> Array:
-    r"""$P_B(U)$: the componentwise clip of `U` onto $[\ell, \upsilon]$."""
-    return jnp.clip(U, lower, upper)
-
-
-def projected_residual(U: ArrayLike, g: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> Array:
-    r"""$U - P_B(U - g)$: $g$ on the free set, and on a bound the part of $g$ that
-    points out of the box (0 where the bound holds it). Zero exactly at a KKT point."""
-    return U - jnp.clip(U - g, lower, upper)
-
-
-def active_set(U: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> Array:
-    """-1 where `U` is at its lower bound, +1 at its upper bound, 0 elsewhere (int8).
-
-    A projected method puts an active component exactly on its bound (the clip
-    returns the bound itself), so the test is equality."""
-    return jnp.where(U <= lower, AT_LOWER, jnp.where(U >= upper, AT_UPPER, FREE)).astype(jnp.int8)
-
-
-def multipliers(g: ArrayLike, active: ArrayLike) -> Array:
-    r"""The bound multipliers $\nu$: $\nabla E^N$ on the active set, 0 on the free set
-    ($\nabla E^N = \nu$ at a KKT point; $\nu \ge 0$ at lower bounds, $\le 0$ at
-    upper ones)."""
-    return jnp.where(active != FREE, g, 0.0)
-
-
-def free_mask(active: ArrayLike) -> Float[Array, "N m"]:
-    """1.0 on the free set, 0.0 on the active set."""
-    return (active == FREE).astype(jnp.float64)
-
-
-def device_bounds(lower: np.ndarray, upper: np.ndarray) -> tuple[Array, Array]:
-    """The two sides placed on the device from numpy (no XLA program per conversion)."""
-    return jax.device_put(lower), jax.device_put(upper)
+from ._box import (
+    AT_LOWER as AT_LOWER,
+    AT_UPPER as AT_UPPER,
+    FREE as FREE,
+    active_set as active_set,
+    device_bounds as device_bounds,
+    free_mask as free_mask,
+    multipliers as multipliers,
+    project as project,
+    projected_residual as projected_residual,
+    validate_bounds as validate_bounds,
+)
+from ._free_set import FreeShooting as FreeShooting, restrict as restrict
 
 
 #: The public names of `flow.bounds`: what the API reference documents (tests/test_docs.py).
@@ -126,11 +43,13 @@ __all__ = [
     "AT_LOWER",
     "AT_UPPER",
     "FREE",
+    "FreeShooting",
     "active_set",
     "device_bounds",
     "free_mask",
     "multipliers",
     "project",
     "projected_residual",
+    "restrict",
     "validate_bounds",
 ]

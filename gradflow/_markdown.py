@@ -95,11 +95,21 @@ def render_markdown(doc: dict[str, Any]) -> str:
         )
     )
     parts.append("## Equilibrium\n")
-    parts.append(
-        f"The stationary point $U^\\star$ of $E^N$ ($\\nabla E^N = 0$, eq. (51)), by "
-        f"trust-region Newton-CG from {start}: **{eq['status']}** "
-        f"({_text(eq['message'])}).\n"
-    )
+    if eq.get("num_active") is not None:
+        parts.append(
+            f"The KKT point $U^\\star$ of $E^N$ over the control bounds (the projected "
+            f"gradient $U - P_B(U - \\nabla E^N)$ vanishes), by projected Newton-CG from "
+            f"{start}: **{eq['status']}** ({_text(eq['message'])}). The residuals below are "
+            f"the projected gradient's; {eq['num_active']} controls are on a bound "
+            f"({eq['num_degenerate']} degenerate), and the spectrum, the Euler bound and the "
+            f"replay's prediction are those of the free set.\n"
+        )
+    else:
+        parts.append(
+            f"The stationary point $U^\\star$ of $E^N$ ($\\nabla E^N = 0$, eq. (51)), by "
+            f"trust-region Newton-CG from {start}: **{eq['status']}** "
+            f"({_text(eq['message'])}).\n"
+        )
     parts.append(
         _table(
             ["quantity", "value"],
@@ -107,7 +117,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
                 ["E^N(U*)", _g(eq["cost"], ".10g")],
                 ["max |∇E^N(U*)| (eq. (54))", _e(eq["gradient_norm"])],
                 ["max_k |∂H/∂u_k| at U* (eq. (55))", _e(eq["hamiltonian_residual"])],
-                ["trust-region steps", _g(eq["num_steps"])],
+                [
+                    "projected Newton steps"
+                    if eq.get("num_active") is not None
+                    else "trust-region steps",
+                    _g(eq["num_steps"]),
+                ],
                 ["Hessian-vector products", _g(eq["num_hvp"])],
             ],
         )

@@ -194,15 +194,37 @@ class StabilityReport(AbstractResult):
         return f"{self.problem}, N={self.N}, {self.metric}: {self.verdict}"
 
 
-def _trajectory(shooting: flow.AbstractShooting, U: Any) -> dict[str, Any]:
+def _trajectory(shooting: flow.AbstractShooting, eq: Equilibrium) -> dict[str, Any]:
     r"""The grid, controls, states $x_k$, costates $\lambda_k$ (eqs. (23), (25)) and
-    $\partial_u H_k$ at `U`, without the running-cost component."""
+    $\partial_u H_k$ at the equilibrium, without the running-cost component; with
+    control bounds also the bounds and the active set."""
+    U = eq.U
     out: dict[str, Any] = dict(t=np.asarray(shooting.grid), controls=np.asarray(U))
     if isinstance(shooting, Shooting):
         n = shooting.problem.state_dim
         xs, lams, dH = jax.device_get(_trajectory_arrays(shooting, U))
         out.update(states=xs[:, :n], costates=lams[:, :n], hamiltonian_gradient=dH)
+    out.update(lower=None, upper=None, active_set=None)
+    if eq.bounded:
+        lower, upper = (np.asarray(b) for b in shooting.bounds)
+        out.update(lower=lower, upper=upper, active_set=np.asarray(eq.active_set))
     return out
+
+
+def _check_bounded(metric: metrics.AbstractMetric, step: Any) -> None:
+    """With control bounds the analysis is that of projected descent: a metric whose
+    restriction to the free set is the same metric, and a fixed step."""
+    if not isinstance(metric, metrics.Identity | metrics.Hamiltonian):
+        raise ValueError(
+            f"`metric`: with control bounds analyze takes 'identity' or 'hamiltonian' "
+            f"(projected descent is exact for a diagonal metric, and these restrict to the "
+            f"free set); got {metric.name!r}."
+        )
+    if isinstance(step, str) and step in ("armijo", "lbfgs"):
+        raise ValueError(
+            f"`step`={step!r}: with control bounds the replay is projected descent with "
+            f"a fixed step ('optimal', 'hamiltonian', a number or 'none')."
+        )
 
 
 @eqx.filter_jit
@@ -301,8 +323,10 @@ def analyze(
     **Returns:** a [`StabilityReport`][stability.StabilityReport].
     """
     sh = validation.shooting(shooting)
-    validation.unbounded(sh, "stability.analyze")
     metric = metrics.as_metric(metric)
+    bounded = getattr(sh, "bounds", None) is not None
+    if bounded:
+        _check_bounded(metric, step)
     U0 = sh.zeros() if U0 is None else validation.controls(sh, U0, "U0", finite=True)
     tol = validation.positive_float(tol, "tol")
     validation.stop_on(stop_on)
@@ -366,7 +390,7 @@ def analyze(
         observed_rate=observed,
         agrees=agrees,
         equivalence=check,
-        trajectory=_trajectory(sh, eq.U),
+        trajectory=_trajectory(sh, eq),
         warnings=tuple(warnings),
         verdict=verdict,
         shooting=sh,
@@ -389,6 +413,17 @@ _REPLAY = {
 def _verdict(eq, cls, bound, alpha, step_rule, trace, agrees) -> str:
     if not eq.success:
         return f"no equilibrium found ({eq.status}); the analysis below is at the last iterate"
+    text = _flow_verdict(cls, bound, alpha, step_rule, trace, agrees)
+    if not eq.bounded:
+        return text
+    # the same, said of the free set
+    degenerate = f", {eq.num_degenerate} degenerate" if eq.num_degenerate else ""
+    text = text.replace("the flow is", "the projected flow is", 1)
+    text = text.replace("descent is stable", "projected descent is stable", 1)
+    return f"{eq.num_active} of {eq.U.size} controls on a bound{degenerate}; on the free set {text}"
+
+
+def _flow_verdict(cls, bound, alpha, step_rule, trace, agrees) -> str:
     flow_part = {
         "asymptotically stable": "the flow is stable at the equilibrium",
         "marginal": "the flow is marginally stable (a manifold of equilibria)",

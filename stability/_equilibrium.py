@@ -121,11 +121,11 @@ class Equilibrium(AbstractResult):
 
     def _record(self, include_arrays: bool) -> dict[str, Any]:
         record = {k: v for k, v in self._fields().items() if k != "result"}
-        if not self.bounded:
-            for k in ("active_set", "multipliers", "degenerate"):
-                del record[k]
-        else:
-            record.update(num_active=self.num_active, num_degenerate=self.num_degenerate)
+        # null without bounds, so that the document has the same keys either way
+        record.update(
+            num_active=self.num_active if self.bounded else None,
+            num_degenerate=self.num_degenerate if self.bounded else None,
+        )
         return record
 
     def _details(self) -> str:

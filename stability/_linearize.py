@@ -21,7 +21,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Float
 
-from flow import AbstractShooting, RealArrayLike, metrics, to_json, validation
+from flow import AbstractShooting, RealArrayLike, bounds, metrics, to_json, validation
 from flow.metrics import as_metric
 from flow.validation import positive_int
 
@@ -299,12 +299,32 @@ def linearize(
     - `metric`: a `flow.metrics` metric or its name; default `"hamiltonian"`
       ($M = \mathrm{diag}(h_k)$; `"identity"` is the gradient method, eq. (38)).
 
+    With control bounds (`shooting.bounds`) it is the linearisation of the projected
+    flow on the free set: the reduced Jacobian $-M_{FF}^{-1}\nabla^2_{FF}E^N$ of the
+    problem restricted to the components that are not on a bound
+    ([`flow.bounds.restrict`][flow.bounds.restrict]; the active set of an
+    `Equilibrium`, or the components of `U` on a bound). Its spectrum and Euler bound
+    are those of projected descent near a solution with strict complementarity, where
+    the active components stay on their bounds.
+
     **Returns:** a [`Linearization`][stability.Linearization] (matrix-free; dense on
     request for small $Nm$).
     """
     shooting = validation.shooting(shooting)
-    validation.unbounded(shooting, "stability.linearize")
     gradient_norm = None
+    if getattr(shooting, "bounds", None) is not None:
+        # the reduced problem on the free set: its Jacobian is the bounded flow's
+        metric = as_metric(metric)
+        if not isinstance(metric, metrics.Identity | metrics.Hamiltonian):
+            raise ValueError(
+                f"`metric`: with control bounds linearize takes 'identity' or "
+                f"'hamiltonian', whose restriction to the free set is known; got "
+                f"{metric.name!r}."
+            )
+        active = U.active_set if isinstance(U, Equilibrium) else None
+        point = U.U if isinstance(U, Equilibrium) else U
+        free = bounds.restrict(shooting, point, active)
+        return linearize(free, free.free(point), metric=metric)
     if isinstance(U, Equilibrium):
         if U.N == shooting.N and U.problem == _problem_name(shooting):
             gradient_norm = U.gradient_norm

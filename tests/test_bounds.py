@@ -136,17 +136,18 @@ def _lv_rhs(ca, x, u):  # flow.problems.lotka_volterra, rho = 0.1, in Mayer form
     )
 
 
+#: The built-in bounded problems, their bounds and their right-hand sides for CasADi.
 CASES = {
-    "van_der_pol": (lambda: flow.problems.van_der_pol(), -0.3, 1.0, _vdp_rhs),
-    "lotka_volterra": (lambda: flow.problems.lotka_volterra(), 0.0, 1.0, _lv_rhs),
+    "van_der_pol_bounded": (-0.3, 1.0, _vdp_rhs),
+    "lotka_volterra_bounded": (0.0, 1.0, _lv_rhs),
 }
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request):
-    make, lower, upper, rhs = CASES[request.param]
-    problem = make()
-    sh = flow.shoot(_bounded(problem, lower, upper), N)
+    lower, upper, rhs = CASES[request.param]
+    problem = flow.problems.get(request.param)
+    sh = flow.shoot(problem, N)
     eq = stability.equilibrium(sh)
     U_ip, lam_x = _ipopt(problem, N, lower, upper, rhs)
     return request.param, sh, eq, U_ip, lam_x, lower, upper
@@ -191,7 +192,7 @@ def test_degenerate_components_are_reported():
     """Lotka-Volterra's last control: its costate is zero at T, so dH/du = 2 rho u and
     the unbounded minimiser u = 0 sits exactly on the bound u >= 0, with a zero
     multiplier. Strict complementarity fails there, and only there."""
-    sh = flow.shoot(_bounded(flow.problems.lotka_volterra(), 0.0, 1.0), N)
+    sh = flow.shoot(flow.problems.get("lotka_volterra_bounded"), N)
     eq = stability.equilibrium(sh)
     degenerate = np.asarray(eq.degenerate).ravel()
     assert np.flatnonzero(degenerate).tolist() == [N - 1]
@@ -201,7 +202,7 @@ def test_degenerate_components_are_reported():
 
 @pytest.mark.slow  # the vmapped kernel compiles for 2.5 s
 def test_bounded_equilibria_from_several_starts():
-    sh = flow.shoot(_bounded(flow.problems.van_der_pol(), -0.3, 1.0), 40)
+    sh = flow.shoot(flow.problems.get("van_der_pol_bounded"), 40)
     starts = np.stack([np.zeros((40, 1)), np.full((40, 1), 0.5)])
     found = stability.equilibria(sh, starts)
     assert len(found.points) == 1 and found.labels.tolist() == [0, 0]
@@ -232,12 +233,13 @@ def _lq_hessian(sh):
     return H + G.T @ S @ G
 
 
-def test_projected_descent_at_the_reduced_euler_bound():
-    """LQ with bounds: the free-set block of the Hessian (numpy, above) gives the
-    reduced bound alpha_max = 2 / lambda_max(M_FF^-1 H_FF) of projected descent with
-    the Hamiltonian metric. From a start near the solution with the same active set,
-    0.97 alpha_max converges to the bounded equilibrium; at 1.03 alpha_max the free
-    components oscillate away from it and the bound locks nothing in."""
+def test_reduced_spectrum_and_projected_descent_at_the_reduced_euler_bound():
+    """LQ with bounds: the reduced spectrum (`stability.linearize` on the free set) is
+    numpy's eigenvalues of -M_FF^-1 H_FF, the free-set block of the Hessian assembled
+    above, to 1e-10, and its Euler bound is alpha_max = 2 / lambda_max(M_FF^-1 H_FF)
+    of projected descent with the Hamiltonian metric. From a start near the solution
+    with the same active set, 0.97 alpha_max converges to the bounded equilibrium; at
+    1.03 alpha_max the free components oscillate away from it."""
     sh = flow.shoot(_bounded(flow.problems.get("linear_quadratic"), -0.3, 0.3), 40)
     eq = stability.equilibrium(sh)
     active = np.asarray(eq.active_set).ravel()
@@ -248,6 +250,13 @@ def test_projected_descent_at_the_reduced_euler_bound():
     h = float(sh.steps[0])
     lam = np.linalg.eigvalsh(H[np.ix_(free, free)] / h)
     alpha_max = 2.0 / lam[-1]
+    # the library's reduced spectrum (stability.linearize restricts to the free set)
+    spec = stability.spectrum(stability.linearize(sh, eq))
+    mu = np.sort(np.real(np.asarray(spec.eigenvalues)))
+    assert mu.shape == lam.shape and np.all(np.imag(np.asarray(spec.eigenvalues)) == 0)
+    assert np.max(np.abs(mu - np.sort(-lam))) <= 1e-10 * lam[-1]
+    bound = stability.euler_bound(spec)
+    assert abs(bound.alpha_max - alpha_max) <= 1e-10 * alpha_max
     rng = np.random.default_rng(0)
     start = np.asarray(eq.U) + 1e-3 * rng.standard_normal(eq.U.shape) * free.reshape(eq.U.shape)
     lo, hi = (np.asarray(b) for b in sh.bounds)
@@ -259,19 +268,52 @@ def test_projected_descent_at_the_reduced_euler_bound():
     assert np.max(np.abs(np.asarray(bad.U) - np.asarray(eq.U))) > 1e-2  # it left
 
 
+# ------------------------------------------------------------ the whole analysis
+
+
+def test_analysis_of_a_bounded_problem(tmp_path):
+    """`gradflow.run_analysis` on LQ with bounds: the equilibrium with its active set,
+    the reduced spectrum and bound, and the projected replay from U = 0, which
+    converges at the predicted rate; the results document validates against its
+    schema and carries the bounds and the active set; report.md says what was done."""
+    import gradflow
+
+    problem = _bounded(flow.problems.get("linear_quadratic"), -0.3, 0.3)
+    run = gradflow.run_analysis(problem, N=40, equivalence_N=(40,), out=tmp_path, figures=False)
+    report, doc = run.report, run.document
+    gradflow.validate_results(doc)
+    assert report.verdict.startswith("28 of 80 controls on a bound; on the free set the ")
+    assert report.replay.status == "converged" and report.agrees is True
+    assert report.spectrum.size == 80 - 28
+    assert doc["equilibrium"]["num_active"] == 28 and doc["equilibrium"]["num_degenerate"] == 0
+    assert np.array_equal(
+        doc["trajectory"]["active_set"], np.asarray(report.equilibrium.active_set)
+    )
+    assert doc["trajectory"]["lower"][0] == [-0.3, -0.3]
+    assert "by projected Newton-CG" in (tmp_path / "report.md").read_text()
+
+
 # ----------------------------------------------- verbs that refuse bounds, for now
 
 
 def test_verbs_without_bounds_refuse_a_bounded_problem():
-    q = _bounded(flow.problems.van_der_pol(), -0.3, 1.0)
+    q = flow.problems.get("van_der_pol_bounded")
     sh = flow.shoot(q, 20)
     refuse = "has control bounds, which {} does not handle yet"
+    with pytest.raises(ValueError, match="no control bounds: there is no free set"):
+        flow.bounds.restrict(flow.shoot(flow.problems.van_der_pol(), 20), np.zeros((20, 1)))
+    with pytest.raises(ValueError, match="inside the bounds"):
+        flow.bounds.restrict(sh, np.full((20, 1), 2.0))
     with pytest.raises(ValueError, match=refuse.format("flow.gradient_flow")):
         flow.gradient_flow(sh, sh.zeros())
-    with pytest.raises(ValueError, match=refuse.format("stability.analyze")):
-        stability.analyze(sh)
-    with pytest.raises(ValueError, match=refuse.format("stability.linearize")):
-        stability.linearize(sh, sh.zeros())
+    with pytest.raises(ValueError, match="`metric`: with control bounds analyze"):
+        stability.analyze(sh, metric="newton")
+    with pytest.raises(ValueError, match="`step`='armijo': with control bounds"):
+        stability.analyze(sh, step="armijo")
+    with pytest.raises(ValueError, match="`metric`: with control bounds linearize"):
+        stability.linearize(sh, sh.zeros(), metric="newton")
+    with pytest.raises(ValueError, match=refuse.format("stability.basin")):
+        stability.basin(sh, steps=[0.1])
     with pytest.raises(ValueError, match=refuse.format("flow.indirect.solve_conditions")):
         flow.indirect.solve_conditions(sh)
     with pytest.raises(ValueError, match="adaptive_shoot does not support them"):
