@@ -31,7 +31,7 @@ from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._results import RESULTS as _BASE_RESULTS, AbstractResult
 from ._shooting import Shooting
-from ._validation import choice, instance, positive_float, positive_int, real_array, unbounded
+from ._validation import choice, instance, positive_float, positive_int, real_array
 
 
 DENSE_CONDITIONS_MAX = 1024
@@ -125,13 +125,18 @@ class ConditionsSolution(AbstractResult):
         )
 
 
-def _stage_residual(sh: Shooting, x_prev, z, z_next, h, h_next, last):
+def _stage_residual(sh: Shooting, x_prev, z, z_next, h, h_next, last, lower, upper):
     """The three residual blocks of stage k, unknowns z_k = (x_{k+1}, lambda_k, u_k):
 
     r_x = x_{k+1} - Phi(x_k, u_k, h_k)
     r_l = lambda_k - (dPhi/dx(x_{k+1}, u_{k+1}, h_{k+1}))^T lambda_{k+1}   (k < N-1)
         = lambda_{N-1} - grad E(x_N)                                      (k = N-1)
     r_u = h_k^{-1} (dPhi/du(x_k, u_k, h_k))^T lambda_k
+
+    With control bounds r_u is the natural residual u_k - P(u_k - r_u) of the box
+    (`lower`, `upper` of stage k): zero exactly where u_k minimises H over the box to
+    first order. It is piecewise smooth, and its forward-mode Jacobian is a generalized
+    Jacobian (rows e_u on the active set), so Newton on it is semismooth Newton.
     """
     n = sh.state_dim
     problem, scheme = sh.problem, sh.scheme
@@ -144,7 +149,10 @@ def _stage_residual(sh: Shooting, x_prev, z, z_next, h, h_next, last):
     _, vjp_next = jax.vjp(lambda x_: scheme.step(f, x_, u_next, h_next), x)
     (adjoint,) = vjp_next(lam_next)
     target = jnp.where(last, jax.grad(problem.augmented_endpoint_cost)(x), adjoint)
-    return jnp.concatenate([x - phi, lam - target, phi_u_t_lam / h])
+    r_u = phi_u_t_lam / h
+    if sh.bounds is not None:
+        r_u = u - jnp.clip(u - r_u, lower, upper)
+    return jnp.concatenate([x - phi, lam - target, r_u])
 
 
 def _stage_inputs(sh: Shooting, Z: Array):
@@ -155,7 +163,11 @@ def _stage_inputs(sh: Shooting, Z: Array):
     h = sh.steps
     h_next = jnp.concatenate([h[1:], h[-1:]])
     last = jnp.arange(N) == N - 1
-    return x_prev, Z, z_next, h, h_next, last
+    if sh.bounds is None:  # unused: the unbounded residual does not read them
+        lower = upper = jnp.zeros((N, 0), Z.dtype)
+    else:
+        lower, upper = sh.bounds
+    return x_prev, Z, z_next, h, h_next, last, lower, upper
 
 
 def _residual(sh: Shooting, Z: Array) -> Array:
@@ -306,6 +318,8 @@ _newton_batch = eqx.filter_jit(
 
 
 def _guess_from_controls(sh: Shooting, U: Array) -> Array:
+    if sh.bounds is not None:
+        U = jnp.clip(U, *sh.bounds)
     xs = sh.states(U)
     lams = sh.costates(U)
     return jnp.concatenate([xs[1:], lams, U], axis=1)
@@ -377,6 +391,14 @@ def solve_conditions(
     those of a converged direct method and its costates equal
     `shooting.costates(controls)`.
 
+    With control bounds (`shooting.bounds`) the control equations become the discrete
+    minimum principle's first-order condition, $u_k - P_B(u_k - \partial_u H_k) = 0$
+    ($u_k$ minimises $H(\lambda_k, x_k, \cdot)$ over the box to first order), solved by
+    semismooth Newton (the same iteration: the Jacobian of the clip is the generalized
+    one); a control guess is projected onto the box. The bounded form of Proposition
+    4.5: the solution is the KKT point that
+    [`stability.equilibrium`][stability.equilibrium] finds, with the same costates.
+
     **Arguments:**
 
     - `shooting`: a [`Shooting`][flow.Shooting] (any scheme).
@@ -401,7 +423,6 @@ def solve_conditions(
     a guess of the wrong shape.
     """
     sh = instance(shooting, "shooting", Shooting, "from flow.shoot(problem, N)")
-    unbounded(sh, "flow.indirect.solve_conditions")
     tol = positive_float(tol, "tol")
     max_steps = positive_int(max_steps, "max_steps")
     choice(linear_solver, "linear_solver", _LINEAR_SOLVERS)

@@ -268,6 +268,28 @@ def test_reduced_spectrum_and_projected_descent_at_the_reduced_euler_bound():
     assert np.max(np.abs(np.asarray(bad.U) - np.asarray(eq.U))) > 1e-2  # it left
 
 
+# ------------------------------------------- the indirect side: Proposition 4.5
+
+
+def test_bounded_proposition_4_5():
+    """The discrete necessary conditions with the box (u_k minimising H over the box
+    to first order: u_k - P(u_k - dH/du_k) = 0), solved by semismooth Newton from the
+    zero control, give the direct method's KKT point: the controls and the costates
+    of the bounded equilibrium to 1e-9."""
+    sh = flow.shoot(flow.problems.get("lotka_volterra_bounded"), N)
+    eq = stability.equilibrium(sh)
+    sol = flow.indirect.solve_conditions(sh)
+    assert sol.status == "converged"
+    assert np.max(np.abs(np.asarray(sol.U) - np.asarray(eq.U))) <= 1e-9
+    lam = np.asarray(sh.costates(eq.U))
+    assert np.max(np.abs(np.asarray(sol.costates) - lam)) <= 1e-9 * max(1.0, np.max(np.abs(lam)))
+    # the same active set, read from the indirect solution's controls
+    lo, hi = (np.asarray(b) for b in sh.bounds)
+    assert np.array_equal(
+        np.asarray(bounds.active_set(np.asarray(sol.U), lo, hi)), np.asarray(eq.active_set)
+    )
+
+
 # ------------------------------------------------------------ the whole analysis
 
 
@@ -314,8 +336,8 @@ def test_verbs_without_bounds_refuse_a_bounded_problem():
         stability.linearize(sh, sh.zeros(), metric="newton")
     with pytest.raises(ValueError, match=refuse.format("stability.basin")):
         stability.basin(sh, steps=[0.1])
-    with pytest.raises(ValueError, match=refuse.format("flow.indirect.solve_conditions")):
-        flow.indirect.solve_conditions(sh)
+    with pytest.raises(ValueError, match=refuse.format("flow.indirect.costate_shooting")):
+        flow.indirect.costate_shooting(q, np.zeros(3))
     with pytest.raises(ValueError, match="adaptive_shoot does not support them"):
         flow.adaptive_shoot(q, 20, tol=1e-6)
     with pytest.raises(ValueError, match="parameterize does not support them"):
