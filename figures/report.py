@@ -155,6 +155,13 @@ def replay(source: Source, out: str | Path) -> dict[str, Any] | None:
     r = _floats(rp["hamiltonian_norm" if on_h else "gradient_norm"])
     what = r"$\max_k|\partial_u H_k|$" if on_h else r"$\max|\nabla E^N|$"
     what_text = "Hamiltonian residual max |∂H/∂u|" if on_h else "gradient max |∇E^N|"
+    if doc.get("trajectory", {}).get("active_set") is not None:  # the projected residuals
+        what = r"$\max|U - P_B(U - \partial_u H)|$" if on_h else r"$\max|U - P_B(U - \nabla E^N)|$"
+        what_text = (
+            "projected Hamiltonian residual max |u - P(u - ∂H/∂u)|"
+            if on_h
+            else "projected gradient max |u - P(u - ∇E^N)|"
+        )
     alpha = "a line search" if rp["step"] is None else f"α = {rp['step']:.4g}"
     i = np.arange(r.shape[0])
     tol = doc["tolerance"]["tol"]
