@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike
 
 
 AT_LOWER = -1
@@ -90,11 +90,6 @@ def multipliers(g: ArrayLike, active: ArrayLike) -> Array:
     ($\nabla E^N = \nu$ at a KKT point; $\nu \ge 0$ at lower bounds, $\le 0$ at
     upper ones)."""
     return jnp.where(active != FREE, g, 0.0)
-
-
-def free_mask(active: ArrayLike) -> Float[Array, "N m"]:
-    """1.0 on the free set, 0.0 on the active set."""
-    return (active == FREE).astype(jnp.float64)
 
 
 def device_bounds(lower: np.ndarray, upper: np.ndarray) -> tuple[Array, Array]:

@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from . import _box
-from ._shooting import DENSE_HESSIAN_MAX, AbstractShooting, _dense_hessian
+from ._shooting import AbstractShooting
 from ._validation import controls, shooting as check_shooting
 
 
@@ -72,18 +72,6 @@ class FreeShooting(AbstractShooting):
         """The free components of a full control `U` (shape `(N, m)`), shape `(F, 1)`."""
         U = controls(self.shooting, U, "U")
         return U.reshape(-1)[self.index][:, None]
-
-    def hessian(self, V: Any, *, max_size: int = DENSE_HESSIAN_MAX) -> Float[Array, "F F"]:
-        r"""The dense free block $\nabla^2_{FF}E^N$ at `expand(V)`, shape `(F, F)`
-        (as [`Shooting.hessian`][flow.Shooting.hessian]: `ValueError` above
-        `max_size`)."""
-        V = self.check_controls(V, "V")
-        if self.N > max_size:
-            raise ValueError(
-                f"`hessian`: F = {self.N} free components exceed max_size = {max_size}; "
-                f"use hessian_vector_product (matrix-free), or raise max_size."
-            )
-        return _dense_hessian(self, V)
 
     def __repr__(self) -> str:
         return f"FreeShooting({self.N} free of {self.U.size}, {self.shooting!r})"

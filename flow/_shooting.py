@@ -71,6 +71,32 @@ class AbstractShooting(eqx.Module):
         r"""$\nabla^2 E^N(U)\,V$ (forward-over-reverse), shape `(N, m)`."""
         return _hvp(self, U, V)
 
+    def hessian(self, U: Any, *, max_size: int = DENSE_HESSIAN_MAX) -> Float[Array, "Nm Nm"]:
+        r"""The dense Hessian $\nabla^2 E^N(U)$, shape `(N*m, N*m)`, in the row-major
+        order of `U.reshape(-1)` (index `k*m + i` is $u_{k,i}$).
+
+        Every discretisation has it (a [`flow.bounds.FreeShooting`][flow.bounds.FreeShooting]
+        gives the free block); not the adaptive map, which is not forward-differentiable.
+
+        **Raises:** `ValueError` when `N*m > max_size`; use
+        [`hessian_vector_product`][flow.AbstractShooting.hessian_vector_product]
+        (matrix-free) for large problems.
+        """
+        U = self.check_controls(U)
+        if not self.forward_differentiable:
+            raise ValueError(
+                f"`hessian`: {type(self).__name__} does not allow forward-mode "
+                f"derivatives after reverse mode (its step-size loop), which the Hessian needs."
+            )
+        size = self.N * self.control_dim
+        if size > max_size:
+            raise ValueError(
+                f"`hessian`: N*m = {size} exceeds max_size = {max_size}; a dense "
+                f"Hessian would take {size * size * 8 / 2**20:.0f} MiB. Use "
+                f"hessian_vector_product (matrix-free), or raise max_size."
+            )
+        return _dense_hessian(self, U)
+
     def nonfinite_report(self, U: Any, name: str = "U0") -> str | None:
         r"""None when $E^N(U)$ and $\nabla E^N(U)$ are finite; otherwise one sentence
         saying which is not (a [`Shooting`][flow.Shooting] also names the first grid
@@ -237,24 +263,6 @@ class Shooting(AbstractShooting):
         if method == "costate":
             return _costate_gradient(self, U)
         return _fd_gradient(self, U)
-
-    def hessian(self, U: Any, *, max_size: int = DENSE_HESSIAN_MAX) -> Float[Array, "Nm Nm"]:
-        r"""The dense Hessian $\nabla^2 E^N(U)$, shape `(N*m, N*m)`, in the row-major
-        order of `U.reshape(-1)` (index `k*m + i` is $u_{k,i}$).
-
-        **Raises:** `ValueError` when `N*m > max_size`; use
-        [`hessian_vector_product`][flow.AbstractShooting.hessian_vector_product]
-        (matrix-free) for large problems.
-        """
-        U = self.check_controls(U)
-        size = self.N * self.control_dim
-        if size > max_size:
-            raise ValueError(
-                f"`hessian`: N*m = {size} exceeds max_size = {max_size}; a dense "
-                f"Hessian would take {size * size * 8 / 2**20:.0f} MiB. Use "
-                f"hessian_vector_product (matrix-free), or raise max_size."
-            )
-        return _dense_hessian(self, U)
 
     def __repr__(self) -> str:
         return (

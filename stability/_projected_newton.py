@@ -40,16 +40,16 @@ def _projected_newton(sh, U0, tol, on_hamiltonian, radius0, max_steps, max_cg):
     def residual(U, g):
         return jnp.max(jnp.abs(bounds.projected_residual(U, weight * g, lower, upper)))
 
-    # carry: U, f, g, iterations, n_hvp, n_rejected, stalled
-    init = (U0, f0, g0, jnp.array(0), jnp.array(0), jnp.array(0), jnp.array(False))
+    # carry: U, f, g, the projected residual, iterations, n_hvp, n_rejected, stalled
+    r0 = residual(U0, g0)
+    init = (U0, f0, g0, r0, jnp.array(0), jnp.array(0), jnp.array(0), jnp.array(False))
 
     def cond(s):
-        U, _, g, it, _, _, stalled = s
-        return finite0 & (it < max_steps) & (residual(U, g) > tol) & ~stalled
+        _, _, _, r, it, _, _, stalled = s
+        return finite0 & (it < max_steps) & (r > tol) & ~stalled
 
     def body(s):
-        U, f, g, it, n_hvp, n_rej, _ = s
-        r = residual(U, g)
+        U, f, g, r, it, n_hvp, n_rej, _ = s
         near = jnp.minimum(_EPS_ACTIVE, r)
         active = ((U <= lower + near) & (g > 0)) | ((U >= upper - near) & (g < 0))
         free = jnp.where(active, 0.0, 1.0)
@@ -77,33 +77,34 @@ def _projected_newton(sh, U0, tol, on_hamiltonian, radius0, max_steps, max_cg):
             # near convergence the decrease is below the rounding of f: judge the step
             # by the projected residual instead
             rounding = required <= 100 * eps * jnp.maximum(jnp.abs(f), 1e-300)
-            ok = jnp.where(rounding, residual(Ut, gt) < r, f - ft >= required)
-            return Ut, ft, gt, finite & ok
+            rt = residual(Ut, gt)
+            ok = jnp.where(rounding, rt < r, f - ft >= required)
+            return Ut, ft, gt, rt, finite & ok
 
         def search_cond(c):
-            k, _, _, _, ok = c
+            k, *_, ok = c
             return ~ok & (k < _HALVINGS)
 
         def search_body(c):
-            k, _, _, _, _ = c
-            Ut, ft, gt, ok = trial(0.5**k)
-            return k + 1, Ut, ft, gt, ok
+            k = c[0]
+            return (k + 1, *trial(0.5**k))
 
-        k, Ut, ft, gt, ok = jax.lax.while_loop(
-            search_cond, search_body, (jnp.array(0), U, f, g, jnp.array(False))
+        k, Ut, ft, gt, rt, ok = jax.lax.while_loop(
+            search_cond, search_body, (jnp.array(0), U, f, g, r, jnp.array(False))
         )
         return (
             jnp.where(ok, Ut, U),
             jnp.where(ok, ft, f),
             jnp.where(ok, gt, g),
+            jnp.where(ok, rt, r),
             it + 1,
             n_hvp + cg.num_steps,
             n_rej + k - jnp.where(ok, 1, 0),
             ~ok,
         )
 
-    U, f, g, it, n_hvp, n_rej, stalled = jax.lax.while_loop(cond, body, init)
-    status = jnp.where(~finite0, 3, jnp.where(residual(U, g) <= tol, 0, jnp.where(stalled, 2, 1)))
+    U, f, g, r, it, n_hvp, n_rej, stalled = jax.lax.while_loop(cond, body, init)
+    status = jnp.where(~finite0, 3, jnp.where(r <= tol, 0, jnp.where(stalled, 2, 1)))
     if isinstance(sh, Shooting):
         dH = sh.hamiltonian_gradient(U)
     else:  # the discrete Hamiltonian gradient, grad E^N / h_k
@@ -128,7 +129,7 @@ def bound_arrays(shooting, tol, stop_on, U, g) -> dict[str, Any]:
     lower, upper = (np.asarray(b) for b in shooting.bounds)
     U_np, g_np = np.asarray(U), np.asarray(g)
     active = np.asarray(bounds.active_set(U_np, lower, upper))
-    nu = np.where(active != bounds.FREE, g_np, 0.0)
+    nu = np.asarray(bounds.multipliers(g_np, active))
     scale = 1.0 / np.asarray(shooting.steps)[:, None] if stop_on == "hamiltonian" else 1.0
     weak = (active != bounds.FREE) & (np.abs(nu * scale) <= 10 * tol)
     close = (active == bounds.FREE) & (np.minimum(U_np - lower, upper - U_np) <= 10 * tol)
