@@ -18,6 +18,14 @@ from jaxtyping import Array
 
 from ._encoding import format_number
 from ._flow_solution import FlowSolution
+from ._flow_switching import (
+    MAX_SWITCHES,
+    ROOT_FINDER,
+    events as switching_events,
+    held,
+    residual as projected_residual,
+    switch,
+)
 from ._metrics import AbstractMetric, as_metric
 from ._results import RESULTS
 from ._shooting import AbstractShooting
@@ -61,11 +69,22 @@ class _Settings(eqx.Module):
     dtmin: float | None = None
 
 
+def _norms(sh, U):
+    r"""$E^N(U)$, $\|\nabla E^N\|_\infty$, $\max_k|\nabla_{u_k}E^N/h_k|$; with control
+    bounds the projected forms of the two residuals."""
+    c, g = jax.value_and_grad(type(sh).objective, argnums=1)(sh, U)
+    h = sh.steps[:, None]
+    bounds = getattr(sh, "bounds", None)
+    if bounds is not None:
+        gn = projected_residual(U, g, *bounds, None)
+        return c, gn, projected_residual(U, g, *bounds, h), g
+    return c, jnp.max(jnp.abs(g)), jnp.max(jnp.abs(g / h)), g
+
+
 @eqx.filter_jit
 def _start_kernel(sh, U0, metric, on_hamiltonian: bool):
-    c, g = jax.value_and_grad(type(sh).objective, argnums=1)(sh, U0)
-    a = jnp.abs(g)
-    r = jnp.max(a / sh.steps[:, None]) if on_hamiltonian else jnp.max(a)
+    c, gn, hn, g = _norms(sh, U0)
+    r = hn if on_hamiltonian else gn
     ok = metric.solve(sh, U0, g).ok
     return c, r, ok
 
@@ -81,10 +100,8 @@ def _start(sh, U0, metric, on_hamiltonian) -> tuple[str | None, float]:
     return None, float(r)
 
 
-def _stopped_at_start(sh, U0, settings: _Settings, status: str) -> FlowSolution:
-    c, g = jax.value_and_grad(type(sh).objective, argnums=1)(sh, U0)
-    gn = jnp.max(jnp.abs(g))
-    hn = jnp.max(jnp.abs(g / sh.steps[:, None]))
+def _stopped_at_start(sh, U0, settings: _Settings, status: str, active=None) -> FlowSolution:
+    c, gn, hn, _ = _norms(sh, U0)
     if status == "nonfinite":
         diagnosis = sh.nonfinite_report(U0, "U0") or ""
     else:
@@ -115,7 +132,24 @@ def _stopped_at_start(sh, U0, settings: _Settings, status: str) -> FlowSolution:
         solutions=(),
         phase_starts=(),
         diagnosis=diagnosis,
+        active_set=active,
     )
+
+
+def _residual_function(sh: AbstractShooting, on_hamiltonian: bool):
+    r"""The `stop_on` residual: $\max|g/h|$ or $\max|g|$, and with control bounds the
+    projected gradient's (the residuals of projected descent)."""
+    h = sh.steps[:, None]
+    grad = jax.grad(type(sh).objective, argnums=1)
+    bounds = getattr(sh, "bounds", None)
+
+    def residual(U):
+        g = grad(sh, U)
+        if bounds is not None:
+            return projected_residual(U, g, *bounds, h if on_hamiltonian else None)
+        return jnp.max(jnp.abs(g / h)) if on_hamiltonian else jnp.max(jnp.abs(g))
+
+    return residual
 
 
 @eqx.filter_jit
@@ -129,14 +163,13 @@ def _phase_kernel(
     t1: Array,
     limit: Array,
     max_steps: int,
+    active: Array | None = None,
 ):
-    """One diffrax solve from (t0, U0); the raw pieces the caller assembles."""
-    h = sh.steps[:, None]
+    """One diffrax solve from (t0, U0); the raw pieces the caller assembles. With
+    control bounds, `active` holds the active set of this segment: the field is held
+    there, and the switching events end the segment (`flow/_flow_switching.py`)."""
     grad = jax.grad(type(sh).objective, argnums=1)
-
-    def residual(U):
-        g = grad(sh, U)
-        return jnp.max(jnp.abs(g / h)) if settings.on_hamiltonian else jnp.max(jnp.abs(g))
+    residual = _residual_function(sh, settings.on_hamiltonian)
 
     def stop(t, y, args, **kwargs):
         del t, args, kwargs
@@ -154,9 +187,19 @@ def _phase_kernel(
             return ~metric.solve(sh, y, grad(sh, y)).ok
 
         conds.append(indefinite)
-    event = diffrax.Event(tuple(conds))
+    directions: list[bool | None] = [None] * len(conds)
+    first_switch = len(conds)
+    if active is None:
+        event = diffrax.Event(tuple(conds))
+        term = diffrax.ODETerm(vector_field(sh, metric))
+    else:
+        switching, dirs = switching_events(sh, active, grad)
+        conds += switching
+        directions += dirs
+        event = diffrax.Event(tuple(conds), ROOT_FINDER, tuple(directions))
+        term = diffrax.ODETerm(lambda t, U, args: held(_field(sh, metric, U), active))
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field(sh, metric)),
+        term,
         phase.solver,
         t0=t0,
         t1=t1,
@@ -178,8 +221,7 @@ def _phase_kernel(
     )
 
     def metrics_at(U):
-        c, g = jax.value_and_grad(type(sh).objective, argnums=1)(sh, U)
-        return c, jnp.max(jnp.abs(g)), jnp.max(jnp.abs(g / h))
+        return _norms(sh, U)[:3]
 
     ts = sol.ts if sol.ts is not None else jnp.zeros((0,))
     ys = sol.ys
@@ -199,8 +241,12 @@ def _phase_kernel(
     r_final = residual(jnp.where(finite, U_final, U0))
     mask = sol.event_mask if sol.event_mask is not None else ()
     fired_stop = mask[0]
-    fired_indef = mask[-1] if settings.curvature else jnp.array(False)
+    fired_indef = mask[1] if settings.curvature else jnp.array(False)
     event_hit = sol.result == diffrax.RESULTS.event_occurred
+    no = jnp.array(False)
+    hit, released, violated = (
+        (no, no, no) if active is None else (event_hit & m for m in mask[first_switch:])
+    )
     stats = sol.stats
     return dict(
         ts=ts,
@@ -213,6 +259,9 @@ def _phase_kernel(
         residual=jnp.where(finite, r_final, jnp.inf),
         finite=finite,
         converged=event_hit & fired_stop & finite & (r_final <= limit),
+        hit=hit & finite,
+        released=released & finite,
+        violated=violated & finite,
         grew=finite & (r_final > limit),
         indefinite=event_hit & fired_indef & finite,
         successful=sol.result == diffrax.RESULTS.successful,
@@ -225,16 +274,25 @@ def _phase_kernel(
 
 
 def _integrate(
-    sh, U0, metric, settings: _Settings, phases, horizon, limit, max_steps
+    sh, U0, metric, settings: _Settings, phases, horizon, limit, max_steps, active=None
 ) -> FlowSolution:
+    """Run the phases (an explicit probe, then the stiff solver) and, with control
+    bounds, one segment per active set: a segment that ends on a switch goes on from
+    the switch with the same phase (`flow/_flow_switching.py`)."""
     U = U0
     t = 0.0
     left = max_steps
     pieces = []
     names = []
     status = "solver_failed"
-    for k, phase in enumerate(phases):
-        budget = min(left, EXPLICIT_PROBE_STEPS) if phase.probe else left
+    k = 0
+    used = 0  # steps taken in the current phase
+    switches = 0
+    # the step limit of each solve is static (diffrax sizes its buffers with it): one
+    # value per phase, so that the segments of a bounded flow share one compilation
+    budget = min(left, EXPLICIT_PROBE_STEPS) if phases[0].probe else left
+    while True:
+        phase = phases[k]
         out = _phase_kernel(
             sh,
             U,
@@ -245,25 +303,48 @@ def _integrate(
             jnp.asarray(horizon),
             jnp.asarray(limit),
             budget,
+            active,
         )
         pieces.append((phase, out, t))
-        left -= int(out["num_steps"])
+        n = int(out["num_steps"])
+        left -= n
+        used += n
         status = _phase_status(out, settings)
-        name = solver_name(phase.solver)
-        if k > 0:
-            prev = pieces[-2][1]
-            name = (
-                f"{name} from tau = {t:.4g}: the explicit step size fell to "
-                f"{float(prev['tau']) / max(int(prev['num_accepted']), 1):.2e} on average "
-                f"over {int(prev['num_steps'])} steps with the residual at "
-                f"{float(prev['residual']):.2e} (a stiff flow)"
-            )
-        names.append(name)
+        if len(names) == k:
+            names.append(_phase_name(phase, pieces, t))
+        t = float(out["tau"])
+        if status == "switch":
+            U, active = switch(sh, out["U"], active, out["hit"], out["released"])
+            switches += 1
+            if used < budget and switches < MAX_SWITCHES:
+                continue
+            status = "max_steps"  # out of steps (this phase's, or all) or of switches
+        else:
+            U = out["U"]
         handover = phase.probe and status == "max_steps" and k + 1 < len(phases) and left > 0
-        if not handover:
+        if not handover or switches >= MAX_SWITCHES:
             break
-        U, t = out["U"], float(out["tau"])
-    return _assemble(sh, U0, metric, settings, pieces, ", then ".join(names), status)
+        k += 1
+        used = 0
+        budget = left
+    return _assemble(
+        sh, U0, metric, settings, pieces, ", then ".join(names), status, active, switches
+    )
+
+
+def _phase_name(phase: Phase, pieces, t: float) -> str:
+    """The solver's name, and for a hand-over why the explicit phase ended."""
+    name = solver_name(phase.solver)
+    previous = [out for p, out, _ in pieces if p is not phase]
+    if not previous:
+        return name
+    steps = sum(int(o["num_steps"]) for o in previous)
+    accepted = sum(int(o["num_accepted"]) for o in previous)
+    return (
+        f"{name} from tau = {t:.4g}: the explicit step size fell to "
+        f"{t / max(accepted, 1):.2e} on average over {steps} steps with the residual "
+        f"at {float(previous[-1]['residual']):.2e} (a stiff flow)"
+    )
 
 
 def _phase_status(out: dict[str, Any], settings: _Settings) -> str:
@@ -274,6 +355,8 @@ def _phase_status(out: dict[str, Any], settings: _Settings) -> str:
     if bool(out["converged"]):
         r = float(out["residual"])
         return "converged" if r <= settings.tol * (1 + 1e-12) else "diverged"
+    if bool(out["hit"]) or bool(out["released"]) or bool(out["violated"]):
+        return "switch"  # internal: the active set changes, the flow goes on
     if bool(out["successful"]):
         return "completed"
     if bool(out["max_steps"]):
@@ -287,7 +370,9 @@ def _valid_first(*arrays: np.ndarray, ts: np.ndarray) -> list[np.ndarray]:
     return [a[order] for a in arrays]
 
 
-def _assemble(sh, U0, metric, settings, pieces, solver_text, status) -> FlowSolution:
+def _assemble(
+    sh, U0, metric, settings, pieces, solver_text, status, active=None, switches=0
+) -> FlowSolution:
     outs = [p[1] for p in pieces]
     last_phase, last, _ = pieces[-1]
     # the hand-over point is saved twice (at the end of one phase, the start of the next)
@@ -304,7 +389,7 @@ def _assemble(sh, U0, metric, settings, pieces, solver_text, status) -> FlowSolu
     num_accepted = sum(int(o["num_accepted"]) for o in outs)
     indefinite_at = float(last["tau"]) if status == "indefinite" else math.nan
     diagnosis = _diagnose(
-        sh, U0, metric, settings, last, num_steps, num_accepted, last_phase, status
+        sh, U0, metric, settings, last, num_steps, num_accepted, last_phase, status, switches
     )
     return FlowSolution(
         tau=jnp.asarray(ts),
@@ -328,14 +413,25 @@ def _assemble(sh, U0, metric, settings, pieces, solver_text, status) -> FlowSolu
         solutions=tuple(o["solution"] for o in outs),
         phase_starts=tuple(float(p[2]) for p in pieces),
         diagnosis=diagnosis,
+        active_set=active,
+        switches=switches,
     )
 
 
-def _diagnose(sh, U0, metric, settings, last, n, accepted, phase: Phase, status: str) -> str:
+def _diagnose(
+    sh, U0, metric, settings, last, n, accepted, phase: Phase, status: str, switches=0
+) -> str:
     """The sentence a failed status carries: where the flow stopped and the likely
     cause."""
     tau = float(last["tau"])
     r = float(last["residual"])
+    if status == "max_steps" and switches >= MAX_SWITCHES:
+        return (
+            f"Stopped at tau = {tau:.4g} after {switches} changes of the active set "
+            f"(the limit) and {n} steps, residual {r:.3e}. Likely cause: the active set "
+            f"chatters (a component released and caught again on its bound: a multiplier "
+            f"near zero, a degenerate bound)"
+        )
     if status == "indefinite":
         return (
             f"The Newton metric's Hessian had non-positive curvature at tau = {tau:.6g} "

@@ -39,7 +39,11 @@ class FlowSolution(AbstractResult):
       positive definite, or NaN;
     - `solutions`: the `diffrax.Solution` of each phase, `phase_starts` their
       initial times (dense output through [`evaluate`][flow.FlowSolution.evaluate]
-      when saved with `SaveAt(dense=True)`).
+      when saved with `SaveAt(dense=True)`). With control bounds every segment
+      between two changes of the active set is a phase of its own;
+    - with control bounds, `active_set`: the final active set, (N, m) int8 (-1 at the
+      lower bound, +1 at the upper, 0 free; `None` without bounds), and `switches`:
+      the number of changes of the active set along the flow.
     """
 
     tau: Float[Array, " S"]
@@ -63,7 +67,9 @@ class FlowSolution(AbstractResult):
     solutions: tuple[diffrax.Solution, ...]
     phase_starts: tuple[float, ...] = eqx.field(static=True)
     diagnosis: str = eqx.field(static=True)
-    _arrays: ClassVar[tuple[str, ...]] = ("U",)
+    active_set: Int[Array, "N m"] | None = None
+    switches: int = eqx.field(static=True, default=0)
+    _arrays: ClassVar[tuple[str, ...]] = ("U", "active_set")
 
     def evaluate(self, tau: Any) -> Float[Array, "... N m"]:
         r"""$U(\tau)$ from diffrax's dense output (needs `saveat=SaveAt(dense=True)`);
@@ -110,6 +116,8 @@ class FlowSolution(AbstractResult):
             gradient_norm=np.asarray(self.gradient_norm)[ok],
             hamiltonian_norm=np.asarray(self.hamiltonian_norm)[ok],
             U=self.U,
+            active_set=self.active_set,
+            switches=self.switches if self.active_set is not None else None,
         )
 
     def _details(self) -> str:

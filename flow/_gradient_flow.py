@@ -17,7 +17,8 @@ import jax
 from ._custom_types import RealArrayLike
 from ._flow_phases import _integrate, _Settings, _start, _stopped_at_start
 from ._flow_solution import FlowSolution
-from ._metrics import AbstractMetric, as_metric
+from ._flow_switching import initial
+from ._metrics import AbstractDiagonalMetric, AbstractMetric, DiagonalHessian, as_metric
 from ._shooting import AbstractShooting
 from ._solver_choice import plan
 from ._validation import (
@@ -26,7 +27,6 @@ from ._validation import (
     positive_int,
     shooting as check_shooting,
     stop_on as check_stop_on,
-    unbounded,
 )
 
 
@@ -112,6 +112,27 @@ def gradient_flow(
     message), `solver_failed` (diffrax reported an error: the step size fell below
     `dtmin`, or the solver failed a step; the message quotes diffrax's reason).
 
+    **Control bounds.** For a bounded problem (`shooting.bounds`, see
+    [`flow.bounds`][flow.bounds]) this is the projected gradient flow
+    $dU/d\tau = P_{T_B(U)}(-M^{-1}\nabla E^N(U))$ from $P_B(U_0)$: the tangent-cone
+    projection zeroes each component that sits on its bound and points out of the
+    box, which for a diagonal metric (identity, Hamiltonian, diagonal,
+    diagonal-Hessian; others are refused) is the whole projection. Between changes of
+    the active set the flow is smooth and integrated as above; a free component
+    reaching its bound (a *hit*) and an active one whose multiplier
+    $s_i\nabla_i E^N$ changes sign (a *release*) are diffrax events, located by
+    bisection on the dense output to $10^{-12}$ relative in $\tau$; at a hit the
+    component is put exactly on its bound. What is exact: the set of switches and
+    their order, the projection, and the state on the bounds; what is approximate:
+    the smooth pieces (to `rtol`/`atol`, as without bounds) and so the switching
+    times (to the same accuracy). Each segment is a phase in `solutions` (the dense
+    output spans them); the residuals are the projected gradient's, as in
+    [`descend`][flow.descend]; the result carries the final `active_set` and the
+    number of `switches`. More than 2000 switches stop the flow as `max_steps` with a
+    chattering diagnosis. The step limit is checked at each switch: the last segment
+    may pass `max_steps` by up to its own steps. `saveat` may not name times `ts`
+    (save with `dense=True` and use [`evaluate`][flow.FlowSolution.evaluate]).
+
     **Batching.** `gradient_flow` is a host-side driver (it checks the start, chooses
     and hands over phases, and reads statuses on concrete values); its diffrax solves
     are compiled once per shape and reused for every new `U0` of that shape. It
@@ -123,15 +144,22 @@ def gradient_flow(
     **Returns:** a [`FlowSolution`][flow.FlowSolution].
 
     **Raises:** `TypeError`/`ValueError` naming a bad argument (a `U0` that is not
-    float64 of shape (N, m), a non-positive tolerance, ...); `ValueError` for a traced
+    float64 of shape (N, m), a non-positive tolerance, a non-diagonal metric or `ts`
+    in `saveat` for a bounded problem, ...); `ValueError` for a traced
     `U0` (a call under `jax.jit`/`jax.vmap`, see *Batching*); with `throw=True`,
     [`DivergenceError`][flow.DivergenceError] for `diverged`/`nonfinite` and
     [`ConvergenceError`][flow.ConvergenceError] for `max_steps`, `indefinite` and
     `solver_failed`.
     """
     check_shooting(shooting)
-    unbounded(shooting, "flow.gradient_flow")
     metric = as_metric(metric)
+    bounded = getattr(shooting, "bounds", None) is not None
+    if bounded and not isinstance(metric, AbstractDiagonalMetric | DiagonalHessian):
+        raise ValueError(
+            "`metric`: the projected gradient flow of a bounded problem needs a diagonal "
+            "metric (identity, hamiltonian, diagonal, diagonal-hessian), where the "
+            f"tangent-cone projection acts componentwise; got {metric.name!r}."
+        )
     check_stop_on(stop_on)
     tol = optional_positive_float(tol, "tol")
     tau1 = optional_positive_float(tau1, "tau1")
@@ -155,6 +183,15 @@ def gradient_flow(
             "gradient_flow runs its phases and checks on concrete values: call it "
             "outside jit/vmap (its diffrax solve is compiled inside)."
         )
+    active = None
+    if bounded:
+        if saveat is not None and saveat.subs.ts is not None:
+            raise ValueError(
+                "`saveat`: a bounded flow is integrated in segments between changes of "
+                "the active set; save with t0/t1/steps or dense=True (then "
+                "`FlowSolution.evaluate(tau)`), not at given times `ts`."
+            )
+        U0, active = initial(shooting, U0)
     metric = metric.prepare(shooting, U0)
     saveat = diffrax.SaveAt(t0=True, t1=True) if saveat is None else saveat
     settings = _Settings(
@@ -165,11 +202,11 @@ def gradient_flow(
 
     start, r0 = _start(shooting, U0, metric, settings.on_hamiltonian)
     if start is not None:
-        sol = _stopped_at_start(shooting, U0, settings, start)
+        sol = _stopped_at_start(shooting, U0, settings, start, active)
     else:
         phases = plan(solver, metric, shooting, U0, tol, rtol, atol, pcoeff, icoeff)
         limit = divergence_factor * max(r0, 1e-300)
-        sol = _integrate(shooting, U0, metric, settings, phases, horizon, limit, max_steps)
+        sol = _integrate(shooting, U0, metric, settings, phases, horizon, limit, max_steps, active)
     if throw:
         hint = {
             "max_steps": "",

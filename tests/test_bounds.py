@@ -3,8 +3,12 @@ against CasADi + IPOPT on the same discretised problems, projected descent again
 the reduced Euler bound of an independently assembled Hessian, and the verbs that
 refuse bounds until they handle them."""
 
+import diffrax
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 
 import flow
 import stability
@@ -268,6 +272,152 @@ def test_reduced_spectrum_and_projected_descent_at_the_reduced_euler_bound():
     assert np.max(np.abs(np.asarray(bad.U) - np.asarray(eq.U))) > 1e-2  # it left
 
 
+# ------------------------------------------------- the projected gradient flow
+
+
+def _clock_problem(running_cost, endpoint_cost, lower, upper):
+    """x' = 1 from 0 (a clock, so that L may depend on t = x), bounded u."""
+    return flow.OptimalControlProblem(
+        lambda x, u: jnp.ones(1), endpoint_cost, jnp.zeros(1), 0.0, 1.0,
+        running_cost=running_cost, control_dim=1, control_bounds=(lower, upper),
+    )  # fmt: skip
+
+
+def test_projected_flow_of_a_separable_cost_in_closed_form():
+    """L = (u - c(t))^2 / 2, E = 0: E^N = sum_k h (u_k - c_k)^2 / 2, so with the
+    Hamiltonian metric each control flows alone, u_k(tau) = c_k + (u0 - c_k) e^-tau,
+    until it reaches its bound b at tau_k = log((u0 - c_k) / (b - c_k)), and stays
+    there. The switching times the flow found (its segment ends) and its dense output
+    at times between them equal these to 1e-8 (rtol 1e-10); it ends at clip(c)."""
+    N, u0 = 8, 0.5
+    c = lambda t: 2.0 * jnp.sin(3.0 * t)  # noqa: E731
+    problem = _clock_problem(
+        lambda x, u: 0.5 * jnp.sum((u - c(x[0])) ** 2), lambda x: 0.0 * x[0], -1.0, 1.0
+    )
+    sh = flow.shoot(problem, N)
+    sol = flow.gradient_flow(
+        sh, np.full((N, 1), u0), tol=1e-10, rtol=1e-10, atol=1e-12,
+        saveat=diffrax.SaveAt(t0=True, t1=True, dense=True),
+    )  # fmt: skip
+    ck = 2.0 * np.sin(3.0 * np.arange(N) / N)
+    bound = np.clip(ck, -1.0, 1.0)
+    hits = np.sort(np.log((u0 - ck[ck > 1]) / (1.0 - ck[ck > 1])))
+    assert sol.status == "converged" and sol.switches == hits.size == 5
+    tau = np.asarray(sol.tau)[np.isfinite(np.asarray(sol.tau))]
+    np.testing.assert_allclose(tau[1:-1], hits, rtol=0, atol=1e-8)
+    assert np.array_equal(np.asarray(sol.active_set).ravel(), np.where(ck > 1, 1, 0))
+    np.testing.assert_allclose(np.asarray(sol.U).ravel(), bound, atol=1e-10)
+    for t in (0.1, 0.45, 0.7, 3.0):
+        free = ck + (u0 - ck) * np.exp(-t)  # every c_k >= 0 here: upper hits only
+        exact = np.where(ck > 1, np.minimum(free, 1.0), free)
+        np.testing.assert_allclose(np.asarray(sol.evaluate(t)).ravel(), exact, atol=1e-8)
+
+
+def _piecewise_linear_flow(Q, b, lo, hi, U0, tau1):
+    """The projected flow dU/dtau = P_T(-(QU - b)) of a quadratic, exactly: on each
+    active set the free part is linear, U_F(s) = U*_F + expm(-Q_FF s)(U_F - U*_F)
+    (by the eigendecomposition of Q_FF); the
+    next hit or release is bracketed on a grid and located by brentq. Returns U(tau1)
+    and the switching times."""
+    U, t, times = U0.copy(), 0.0, []
+    g = Q @ U - b
+    act = np.where((U <= lo) & (g >= 0), -1, np.where((U >= hi) & (g <= 0), 1, 0))
+    while True:
+        F = act == 0
+        Ustar = np.linalg.solve(Q[np.ix_(F, F)], b[F] - Q[np.ix_(F, ~F)] @ U[~F])
+        start = U.copy()
+        lam, V = np.linalg.eigh(Q[np.ix_(F, F)])  # expm(-Q_FF s) = V e^{-lam s} V^T
+        coef = V.T @ (start[F] - Ustar)
+
+        def at(s, start=start, F=F, Ustar=Ustar, lam=lam, V=V, coef=coef):
+            W = start.copy()
+            W[F] = Ustar + V @ (np.exp(-lam * s) * coef)
+            return W
+
+        def hit(s, F=F, at=at):
+            V = at(s)
+            return np.min(np.minimum(V - lo, hi - V)[F], initial=1.0)
+
+        def release(s, act=act, at=at):
+            gg = Q @ at(s) - b
+            return np.max(np.where(act == -1, -gg, np.where(act == 1, gg, -np.inf)), initial=-1.0)
+
+        grid = np.linspace(0.0, tau1 - t, 2001)
+        hv, rv = np.array([hit(s) for s in grid]), np.array([release(s) for s in grid])
+        jh = np.nonzero((hv[:-1] > 0) & (hv[1:] <= 0))[0]
+        jr = np.nonzero((rv[:-1] <= 0) & (rv[1:] > 0))[0]
+        if not (jh.size or jr.size):
+            return at(tau1 - t), np.array(times)
+        if jh.size and (not jr.size or jh[0] <= jr[0]):
+            s = scipy.optimize.brentq(hit, grid[jh[0]], grid[jh[0] + 1], xtol=1e-14)
+            V = at(s)
+            i = np.argmin(np.where(F, np.minimum(V - lo, hi - V), np.inf))
+            act[i] = -1 if V[i] - lo < hi - V[i] else 1
+            V[i] = lo if act[i] == -1 else hi
+        else:
+            s = scipy.optimize.brentq(release, grid[jr[0]], grid[jr[0] + 1], xtol=1e-14)
+            V = at(s)
+            gg = Q @ V - b
+            act[np.argmax(np.where(act == -1, -gg, np.where(act == 1, gg, -np.inf)))] = 0
+        U, t = V, t + s
+        times.append(t)
+
+
+def test_projected_flow_hits_and_releases_like_the_exact_piecewise_flow():
+    """x' = u, L = (x^2 + rho u^2)/2, E = w (x(1) - a)^2 / 2 with |u| <= 1 is, under
+    explicit Euler, the quadratic E^N = U^T Q U / 2 - b^T U + const assembled here by
+    hand. From half the controls near the upper bound and half near the lower one, the
+    terminal pull drives four controls onto the upper bound, and the running cost later
+    frees them again: four hits and four releases. The identity-metric flow's switching
+    times and U(tau = 3) equal the exact piecewise-linear flow's to 1e-8."""
+    N, w, a, rho = 8, 20.0, 0.3, 0.5
+    problem = flow.OptimalControlProblem(
+        lambda x, u: u, lambda x: 0.5 * w * (x[0] - a) ** 2, jnp.zeros(1), 0.0, 1.0,
+        running_cost=lambda x, u: 0.5 * (x[0] ** 2 + rho * u[0] ** 2), control_dim=1,
+        control_bounds=(-1.0, 1.0),
+    )  # fmt: skip
+    sh = flow.shoot(problem, N)
+    h = 1.0 / N
+    S = h * np.tril(np.ones((N + 1, N)), -1)  # x_k = S[k] @ U
+    Q = h * S[:N].T @ S[:N] + h * rho * np.eye(N) + w * np.outer(S[N], S[N])
+    b = w * a * S[N]
+    U0 = np.repeat([0.9, -0.9], N // 2)
+    g = np.asarray(jax.grad(type(sh).objective, argnums=1)(sh, jnp.asarray(U0[:, None])))
+    assert np.max(np.abs(g.ravel() - (Q @ U0 - b))) <= 1e-14  # the quadratic is E^N
+    U_ref, times = _piecewise_linear_flow(Q, b, -1.0, 1.0, U0, 3.0)
+    sol = flow.gradient_flow(
+        sh, U0[:, None], metric="identity", tol=None, tau1=3.0, rtol=1e-10, atol=1e-12
+    )
+    assert sol.status == "completed" and sol.switches == times.size == 8
+    tau = np.asarray(sol.tau)[np.isfinite(np.asarray(sol.tau))]
+    np.testing.assert_allclose(tau[1:-1], times, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(sol.U).ravel(), U_ref, rtol=0, atol=1e-8)
+    assert np.all(np.asarray(sol.active_set) == 0)
+
+
+def test_projected_flow_ends_at_the_bounded_equilibrium():
+    """Lotka-Volterra fishing with 0 <= u <= 1 (stiff: the flow switches to the
+    implicit solver): from U = 0 the projected Hamiltonian flow crosses 36 changes of
+    the active set and stops at the projected Newton equilibrium, with its active set,
+    to the flow's tolerance."""
+    sh = flow.shoot(flow.problems.get("lotka_volterra_bounded"), 50)
+    eq = stability.equilibrium(sh)
+    sol = flow.gradient_flow(sh, sh.zeros(), tol=1e-9)
+    assert sol.status == "converged" and sol.switches > 10
+    assert "Kvaerno" in sol.solver
+    assert np.array_equal(np.asarray(sol.active_set), np.asarray(eq.active_set))
+    assert np.max(np.abs(np.asarray(sol.U) - np.asarray(eq.U))) <= 1e-7
+    assert float(sol.residual) <= 1e-9
+
+
+def test_projected_flow_refusals():
+    sh = flow.shoot(flow.problems.get("van_der_pol_bounded"), 20)
+    with pytest.raises(ValueError, match="`metric`: the projected gradient flow .* 'newton'"):
+        flow.gradient_flow(sh, sh.zeros(), metric="newton")
+    with pytest.raises(ValueError, match="`saveat`: a bounded flow is integrated in segments"):
+        flow.gradient_flow(sh, sh.zeros(), saveat=diffrax.SaveAt(ts=[0.0, 1.0]))
+
+
 # ------------------------------------------- the indirect side: Proposition 4.5
 
 
@@ -326,8 +476,6 @@ def test_verbs_without_bounds_refuse_a_bounded_problem():
         flow.bounds.restrict(flow.shoot(flow.problems.van_der_pol(), 20), np.zeros((20, 1)))
     with pytest.raises(ValueError, match="inside the bounds"):
         flow.bounds.restrict(sh, np.full((20, 1), 2.0))
-    with pytest.raises(ValueError, match=refuse.format("flow.gradient_flow")):
-        flow.gradient_flow(sh, sh.zeros())
     with pytest.raises(ValueError, match="`metric`: with control bounds analyze"):
         stability.analyze(sh, metric="newton")
     with pytest.raises(ValueError, match="`step`='armijo': with control bounds"):
