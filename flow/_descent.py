@@ -11,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from . import _box as bounds
+from . import _box as bounds, _projected_descent as projected
 from ._custom_types import RealArrayLike
 from ._encoding import format_number
-from ._metrics import AbstractDiagonalMetric, AbstractMetric, DiagonalHessian, as_metric
+from ._metrics import AbstractMetric, as_metric
 from ._results import RESULTS, AbstractResult
 from ._shooting import AbstractShooting
-from ._steps import AbstractStepRule, Constant, HamiltonianStep, step_rule
+from ._steps import AbstractStepRule, step_rule
 from ._validation import (
     positive_float,
     positive_int,
@@ -188,10 +188,19 @@ def descend(
     projected gradient's, $\max|U - P_B(U - \nabla E^N)|$ and
     $\max|U - P_B(U - \partial_u H)|$. Near a solution with strict complementarity
     the active components lock onto their bounds after finitely many steps, and the
-    free ones follow the unbounded iteration restricted to the free set. Line
-    searches, L-BFGS and the Newton metric are refused with bounds (a projected
-    Newton step needs the two-metric scheme that
-    [`stability.equilibrium`][stability.equilibrium] uses).
+    free ones follow the unbounded iteration restricted to the free set. The Newton
+    metric, line searches (`"armijo"`) and L-BFGS (`"lbfgs"`, from a diagonal metric)
+    use Bertsekas' two-metric projection: on an $\varepsilon$-active set (the
+    components within $\varepsilon = \min(10^{-3}\,\text{width},
+    \|U - P_B(U - D_0)\|_\infty)$ of a bound that the gradient pushes onto it) the
+    step is diagonal, $\nabla_A E^N/d_A$; on the rest it is the metric's,
+    $(\nabla^2_{FF}E^N + \mu I)^{-1}\nabla_F E^N$ for Newton (CG on the free
+    block) or L-BFGS's two-loop recursion on the masked gradient; the step along
+    the projection arc $P_B(U - \alpha D)$ is fixed or chosen by Armijo's rule on
+    the arc (Bertsekas 1982; the formulas are in `flow/_projected_descent.py`).
+    Near a non-degenerate solution this is the unbounded method on the free set
+    (projected Newton converges quadratically). Other metrics (`"fixed"`) are
+    refused with bounds.
 
     The loop is one `lax.while_loop`
     (one cost-and-gradient evaluation per iteration, plus the metric's solve and
@@ -236,7 +245,9 @@ def descend(
         tol = positive_float(tol, "tol", allow_traced=True)
     rule = step_rule(step)
     if getattr(shooting, "bounds", None) is not None:
-        _check_projectable(metric, rule)
+        reason = projected.supported(metric, rule)
+        if reason is not None:
+            raise ValueError(reason)
     # Unbound calls: an equinox bound method costs ~35 us to create (equinox 0.13),
     # which counted at small N (benchmarks/README.md, descend overhead).
     U0 = type(shooting).check_controls(shooting, U0, "U0")
@@ -266,21 +277,6 @@ def descend(
     if throw:
         trace.raise_for_status("descend")
     return trace
-
-
-def _check_projectable(metric: AbstractMetric, rule: AbstractStepRule) -> None:
-    """Projected descent is exact for a diagonal metric and a fixed step only."""
-    if not isinstance(metric, AbstractDiagonalMetric | DiagonalHessian):
-        raise ValueError(
-            f"`metric`: with control bounds descend needs a diagonal metric (identity, "
-            f"hamiltonian, diagonal, diagonal-hessian), where the projection is exact; "
-            f"got {metric.name!r}."
-        )
-    if not isinstance(rule, Constant | HamiltonianStep):
-        raise ValueError(
-            "`step`: with control bounds descend takes a constant step or "
-            f"'hamiltonian' (projected line searches are not implemented); got {rule!r}."
-        )
 
 
 def _descend(*args: Any) -> DescentTrace:
@@ -368,9 +364,14 @@ def _descend_impl(
     def cond(carry):
         return carry["running"] & (carry["i"] < max_steps)
 
+    two_metric = box is not None and not projected.exact_projection(metric, rule)
+
     def body(carry):
         i, U = carry["i"], carry["U"]
-        upd = rule.update(sh, U, carry["c"], carry["g"], direction(U), carry["state"])
+        if two_metric:
+            upd = projected.update(sh, metric, rule, U, carry["c"], carry["g"], carry["state"])
+        else:
+            upd = rule.update(sh, U, carry["c"], carry["g"], direction(U), carry["state"])
         U_new = project(upd.U)
         c, g = value_and_grad(sh, U_new)
         gn, hn, r = residuals(U_new, g)

@@ -11,6 +11,7 @@ and the number of Hessian-vector products it took. Callers count and report both
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
@@ -245,10 +246,15 @@ class Newton(AbstractMetric):
         positive_int(self.max_steps, "max_steps")
 
     def solve(self, shooting, U, G):
+        return self.solve_with(lambda V: shooting.hessian_vector_product(U, V), G)
+
+    def solve_with(self, hvp: Callable[[Array], Array], G: Array) -> MetricSolve:
+        r"""$(\nabla^2 E^N + \mu I)^{-1} G$ for a given Hessian-vector product `hvp`
+        (the rule of `solve`; projected descent passes the free set's block)."""
         mu = self.damping
 
         def mv(V):
-            return shooting.hessian_vector_product(U, V) + mu * V
+            return hvp(V) + mu * V
 
         gg = jnp.vdot(G, G)
         cg = truncated_cg(mv, G, atol=self.rtol * jnp.sqrt(gg), max_steps=self.max_steps)

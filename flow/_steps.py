@@ -226,6 +226,22 @@ class LBFGS(AbstractStepRule):
         )
 
     def update(self, shooting, U, value, grad, direction, state):
+        memory = self.remember(U, grad, state)
+        r, ok, num_hvp = self.two_loop(grad, direction, memory)
+        d_g = direction(grad)
+        descent = jnp.vdot(grad, r) > 0
+        D = jnp.where(descent, r, d_g.direction)
+        alpha, found, trials = _armijo(
+            shooting, U, value, grad, D, 1.0, self.beta, self.c1, self.max_backtracks
+        )
+        new_state = self.next_state(U, grad, memory, descent)
+        return StepUpdate(
+            U - alpha * D, alpha, ok & d_g.ok & found, num_hvp + d_g.num_hvp, trials, new_state
+        )
+
+    def remember(self, U: Array, grad: Array, state: PyTree) -> PyTree:
+        """The memory with the pair of the last step added (when its curvature
+        $s^T y$ is positive enough)."""
         s = U - state["U_prev"]
         y = grad - state["g_prev"]
         sy = jnp.vdot(s, y)
@@ -238,16 +254,21 @@ class LBFGS(AbstractStepRule):
         )
         valid = jnp.where(good, state["valid"].at[head].set(True), state["valid"])
         new_head = jnp.where(good, (head + 1) % self.memory, head)
-        last = (new_head - 1) % self.memory
+        return dict(S=S, Y=Y, rho=rho, valid=valid, head=new_head)
 
-        # two-loop recursion, newest pair first
+    def two_loop(self, q: Array, direction: Direction, memory: PyTree):
+        r"""$H q$ by the two-loop recursion (newest pair first) from
+        $H_0 = \gamma M^{-1}$; with whether the metric's solves were positive definite
+        and their Hessian-vector products."""
+        S, Y, rho, valid = memory["S"], memory["Y"], memory["rho"], memory["valid"]
+        last = (memory["head"] - 1) % self.memory
         order = (last - jnp.arange(self.memory)) % self.memory
 
         def first(q, i):
             a = jnp.where(valid[i], rho[i] * jnp.vdot(S[i], q), 0.0)
             return q - a * Y[i], a
 
-        q, alphas = jax.lax.scan(first, grad, order)
+        q, alphas = jax.lax.scan(first, q, order)
         y_last = Y[last]
         d_y = direction(y_last)
         gamma = jnp.where(
@@ -262,25 +283,21 @@ class LBFGS(AbstractStepRule):
             return r + jnp.where(valid[i], a - b, 0.0) * S[i], None
 
         r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
-        d_g = direction(grad)
-        descent = jnp.vdot(grad, r) > 0
-        D = jnp.where(descent, r, d_g.direction)
-        alpha, found, trials = _armijo(
-            shooting, U, value, grad, D, 1.0, self.beta, self.c1, self.max_backtracks
-        )
-        new_state = dict(
+        return r, d_q.ok & d_y.ok, d_q.num_hvp + d_y.num_hvp
+
+    def next_state(self, U: Array, grad: Array, memory: PyTree, descent: Array) -> PyTree:
+        """The state after a step from `U`; a non-descent direction clears the memory."""
+        S, Y, rho = memory["S"], memory["Y"], memory["rho"]
+        return dict(
             S=jnp.where(descent, S, jnp.zeros_like(S)),
             Y=jnp.where(descent, Y, jnp.zeros_like(Y)),
             rho=jnp.where(descent, rho, jnp.zeros_like(rho)),
-            valid=valid & descent,
-            head=new_head,
+            valid=memory["valid"] & descent,
+            head=memory["head"],
             U_prev=U,
             g_prev=grad,
             started=jnp.array(True),
         )
-        ok = d_g.ok & d_q.ok & d_y.ok & found
-        num_hvp = d_g.num_hvp + d_q.num_hvp + d_y.num_hvp
-        return StepUpdate(U - alpha * D, alpha, ok, num_hvp, trials, new_state)
 
 
 def step_rule(step: float | ArrayLike | str | AbstractStepRule) -> AbstractStepRule:
