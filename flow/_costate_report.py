@@ -202,6 +202,10 @@ def costate_report(
       control, so that the route is independent of `U`).
 
     Routes that fail are reported in `route_status` (their costates may then be NaN).
+    With control bounds every route solves the bounded problem: the direct optimum by
+    two-metric projected Newton ([`descend`][flow.descend]), (36) by semismooth
+    Newton, costate shooting on the minimum principle over the box (its Newton on
+    $\lambda_0$ has a small basin on long horizons: pass a `lambda0_guess`).
 
     **Returns:** a [`CostateReport`][].
     """

@@ -15,6 +15,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float, Int
 
+from ._box_control import BoxNewtonControl, ClippedControl
 from ._conditions import RESULTS, _from_code
 from ._custom_types import RealArrayLike
 from ._encoding import format_number
@@ -27,7 +28,6 @@ from ._validation import (
     positive_float,
     positive_int,
     real_array,
-    unbounded,
 )
 
 
@@ -250,7 +250,8 @@ class CostateTrajectory(AbstractResult):
         return self._evaluate(ts)[:, self.problem.augmented_dim :]
 
     def controls(self, ts: Any) -> Float[Array, "T m"]:
-        r"""$u(t) = u(x(t), \lambda(t))$ from $\partial_u H = 0$, shape `(T, m)`."""
+        r"""$u(t) = u(x(t), \lambda(t))$ from $\partial_u H = 0$ (with control bounds:
+        the minimiser of $H$ over the box), shape `(T, m)`."""
         y = self._evaluate(ts)
         na = self.problem.augmented_dim
         return jax.vmap(self.control)(y[:, :na], y[:, na:])
@@ -298,7 +299,11 @@ def _make_control(problem: OptimalControlProblem, control_law: Any, lam0: Array,
                 f"`control_law(x, lam)` must return a float64 array of shape ({m},); got "
                 f"shape {u.shape}, dtype {u.dtype}."
             )
+        if problem.control_bounds is not None:
+            return ClippedControl(control, *problem.control_bounds)
         return control
+    if problem.control_bounds is not None:
+        u_start = jnp.clip(u_start, *problem.control_bounds)
     A = _hamiltonian_uu(problem, x0, lam_aug, u_start)
     s = np.linalg.svd(A, compute_uv=False) if np.all(np.isfinite(A)) else np.array([np.nan])
     if not np.all(np.isfinite(s)) or s[-1] <= 1e-10 * max(1.0, float(s[0])):
@@ -309,6 +314,8 @@ def _make_control(problem: OptimalControlProblem, control_law: Any, lam0: Array,
             f"control penalty (e.g. scalar_mayer: singular or bang-bang arcs). Pass "
             f"`control_law(x, lam)` or add a running cost in u."
         )
+    if problem.control_bounds is not None:
+        return BoxNewtonControl(problem, u_start)
     return _NewtonControl(problem, u_start)
 
 
@@ -346,6 +353,32 @@ def costate_shooting(
     damping $d$ (paper section 6.3; $d = 1$ is Newton). $F'$ is computed by
     forward-mode differentiation through the ODE solver.
 
+    With control bounds (`problem.control_bounds`, $\ell \le u \le \upsilon$) the
+    control equation is the minimum principle on the box,
+
+    $$u(x, \lambda) = \arg\min_{\ell \le u \le \upsilon} H(\lambda, x, u),
+      \qquad\text{i.e.}\qquad u - P\bigl(u - \partial_u H(\lambda, x, u)\bigr) = 0,$$
+
+    ($P$ the componentwise clip onto the box; the first-order condition, which is the
+    minimiser when $H$ is strictly convex in $u$, as for a control-affine $f$ with a
+    quadratic control cost). It is solved at every evaluation by Bertsekas' projected
+    Newton method with an Armijo search on $H$, from `control_guess` projected onto the
+    box: Newton on the free components, the active ones (on a bound, the gradient
+    pointing out) held there; for $m = 1$ and a quadratic $H$ the result is the clip of
+    the unconstrained minimiser, for $m > 1$ with a coupled $\partial_{uu}H$ it is not,
+    and the method finds it. Its derivative is the implicit-function one on the free
+    components and zero on the active ones, exact wherever the active set does not
+    switch, so $F'$ is exact almost everywhere and the root finder keeps its
+    convergence. The vector field is then only Lipschitz: $u(t)$ has kinks where a
+    component reaches or leaves a bound, and the adaptive ODE solver takes small steps
+    there (its error estimate sees the kink); the result is as accurate as `rtol`,
+    `atol` say, at the cost of more ODE steps. A user's `control_law` must respect the
+    bounds itself (return the box-constrained minimiser); its output is clipped onto
+    the box, which is the minimiser only for a separable $H$ (e.g. a diagonal
+    $\partial_{uu}H$). Box bounds per interval (`flow.shoot(..., control_bounds=...)`)
+    belong to a discretisation and are not seen here: the continuous problem's are the
+    problem's.
+
     **Arguments:**
 
     - `problem`: an [`OptimalControlProblem`][flow.OptimalControlProblem].
@@ -361,11 +394,14 @@ def costate_shooting(
       $\|F\|_\infty \le$ `tol` (default: 100 `rtol` on the step and 100 `atol` on
       $F$: the residual is only as accurate as the ODE solve).
     - `max_steps`: root-finder iterations; `ode_max_steps`: ODE steps per solve.
-    - `control_law`: optional closed form $u(x, \lambda)$, shapes `(n,), (n,) -> (m,)`.
+    - `control_law`: optional closed form $u(x, \lambda)$, shapes `(n,), (n,) -> (m,)`;
+      with control bounds it should return the box-constrained minimiser, and its
+      output is clipped onto the box.
     - `damping`: the Newton step factor $d > 0$.
     - `solver`: the diffrax solver (default `Tsit5()`); `root_finder`: any optimistix
       root finder instead of the damped Newton (then `damping` must be 1).
-    - `control_guess`: the start of the local Newton solve for $u$, shape `(m,)`.
+    - `control_guess`: the start of the local Newton solve for $u$, shape `(m,)`
+      (projected onto the box with control bounds).
     - `throw`: raise [`ConvergenceError`][flow.ConvergenceError] (or
       [`DivergenceError`][flow.DivergenceError]) when not converged; `False` returns
       the status (always for a batch).
@@ -378,12 +414,12 @@ def costate_shooting(
     without a root).
 
     **Raises:** `ValueError` naming $\partial_{uu}H$ when it is singular at
-    $(x_0, \lambda_0)$ and no `control_law` is given (control-affine problems without
-    a control penalty, such as `scalar_mayer`); `ValueError`/`TypeError` for
+    $(x_0, \lambda_0)$ (at the projected `control_guess`) and no `control_law` is given
+    (control-affine problems without a control penalty, such as `scalar_mayer`);
+    `ValueError`/`TypeError` for
     arguments of the wrong shape or type.
     """
     instance(problem, "problem", OptimalControlProblem)
-    unbounded(problem, "flow.indirect.costate_shooting", "problem")
     n, m = problem.state_dim, problem.control_dim
     guess = lambda0_guess if hasattr(lambda0_guess, "shape") else np.asarray(lambda0_guess)
     batched = np.ndim(guess) == 2

@@ -193,7 +193,7 @@ def _phase_kernel(
         event = diffrax.Event(tuple(conds))
         term = diffrax.ODETerm(vector_field(sh, metric))
     else:
-        switching, dirs = switching_events(sh, active, grad)
+        switching, dirs = switching_events(sh, active, grad, U0)
         conds += switching
         directions += dirs
         event = diffrax.Event(tuple(conds), ROOT_FINDER, tuple(directions))
@@ -244,8 +244,8 @@ def _phase_kernel(
     fired_indef = mask[1] if settings.curvature else jnp.array(False)
     event_hit = sol.result == diffrax.RESULTS.event_occurred
     no = jnp.array(False)
-    hit, released, violated = (
-        (no, no, no) if active is None else (event_hit & m for m in mask[first_switch:])
+    switched, violated = (
+        (no, no) if active is None else (event_hit & m for m in mask[first_switch:])
     )
     stats = sol.stats
     return dict(
@@ -259,9 +259,7 @@ def _phase_kernel(
         residual=jnp.where(finite, r_final, jnp.inf),
         finite=finite,
         converged=event_hit & fired_stop & finite & (r_final <= limit),
-        hit=hit & finite,
-        released=released & finite,
-        violated=violated & finite,
+        switched=(switched | violated) & finite,
         grew=finite & (r_final > limit),
         indefinite=event_hit & fired_indef & finite,
         successful=sol.result == diffrax.RESULTS.successful,
@@ -314,7 +312,7 @@ def _integrate(
             names.append(_phase_name(phase, pieces, t))
         t = float(out["tau"])
         if status == "switch":
-            U, active = switch(sh, out["U"], active, out["hit"], out["released"])
+            U, active = switch(sh, out["U"], active)
             switches += 1
             if used < budget and switches < MAX_SWITCHES:
                 continue
@@ -355,7 +353,7 @@ def _phase_status(out: dict[str, Any], settings: _Settings) -> str:
     if bool(out["converged"]):
         r = float(out["residual"])
         return "converged" if r <= settings.tol * (1 + 1e-12) else "diverged"
-    if bool(out["hit"]) or bool(out["released"]) or bool(out["violated"]):
+    if bool(out["switched"]):
         return "switch"  # internal: the active set changes, the flow goes on
     if bool(out["successful"]):
         return "completed"

@@ -108,62 +108,77 @@ def residual(U: Array, g: Array, lower: Array, upper: Array, h: Array | None) ->
     return jnp.max(jnp.abs(box.projected_residual(U, G, lower, upper)))
 
 
-def _distance(U, lower, upper):
-    return jnp.minimum(U - lower, upper - U)
-
-
-def _inward(g, active):
-    r"""$s_i(-\nabla_i E^N)$ on the active set, $-\infty$ on the free set."""
-    return jnp.where(active == box.AT_LOWER, -g, jnp.where(active == box.AT_UPPER, g, -jnp.inf))
-
-
-def events(sh: Any, active: Array, grad: Any) -> tuple[list[Any], list[bool | None]]:
-    """The three switching conditions (hit, release, violation) of one segment, and
-    their diffrax directions."""
+def _values(sh: Any, U: Array, active: Array, g: Array):
+    r"""Per component: the hit value $\max(d_i, v_i)$ on the free set ($d_i$ the
+    distance to the nearer bound, $v_i$ the force's component into the box) and the
+    release value $-v_i$ on the active set ($+\infty$ elsewhere); with $d$, $v$ and
+    the side of the nearer bound."""
     lower, upper = sh.bounds
     free = active == box.FREE
+    at_lower = jnp.where(free, U - lower <= upper - U, active == box.AT_LOWER)
+    distance = jnp.where(at_lower, U - lower, upper - U)
+    inward = jnp.where(at_lower, -g, g)  # the force's component into the box
+    hit = jnp.where(free, jnp.maximum(distance, inward), jnp.inf)
+    release = jnp.where(free, jnp.inf, -inward)
+    return hit, release, distance, inward, at_lower
 
-    def hit(t, y, args, **kwargs):
-        del t, args, kwargs
-        d = jnp.min(jnp.where(free, _distance(y, lower, upper), jnp.inf))
-        return jnp.where(jnp.isfinite(d), d, 1.0)
 
-    def release(t, y, args, **kwargs):
+def events(
+    sh: Any, active: Array, grad: Any, U_start: Array
+) -> tuple[list[Any], list[bool | None]]:
+    """The switching condition of one segment (real, down-crossing) and the violation
+    safeguard (boolean), with their diffrax directions.
+
+    The condition is the least hit or release value over the components whose value
+    is positive at the segment's start; one that starts at zero (a degenerate
+    component: on its bound with a zero force) would hold the minimum at zero, where
+    no down-crossing can be seen, and is left to the next switch (and, if free, to
+    the violation safeguard)."""
+    lower, upper = sh.bounds
+    free = active == box.FREE
+    hit0, release0, *_ = _values(sh, U_start, active, grad(sh, U_start))
+    watched = jnp.where(free, hit0 > 0, release0 > 0)
+
+    def switching(t, y, args, **kwargs):
         del t, args, kwargs
-        c = jnp.max(_inward(grad(sh, y), active))
-        return jnp.where(jnp.isfinite(c), c, -1.0)
+        hit, release, *_ = _values(sh, y, active, grad(sh, y))
+        c = jnp.min(jnp.where(watched, jnp.minimum(hit, release), jnp.inf))
+        return jnp.where(jnp.isfinite(c), c, 1.0)
 
     def violation(t, y, args, **kwargs):
         del t, args, kwargs
         slack = 1e-12 * (1.0 + jnp.abs(y))
         return jnp.any(free & ((y < lower - slack) | (y > upper + slack)))
 
-    # hit: a down-crossing; release: an up-crossing; violation: boolean
-    return [hit, release, violation], [False, True, None]
+    return [switching, violation], [False, None]
 
 
 @eqx.filter_jit
-def switch(sh: Any, U: Array, active: Array, hit: Array, released: Array):
+def switch(sh: Any, U: Array, active: Array):
     """The active set after a segment that ended on an event, and the start of the
     next segment.
 
-    A hit activates the free component nearest its bound (and any other within
-    rounding of it, or beyond it); a release frees the active component with the
-    largest inward force (and any other whose force points inward). Choosing the
-    extremal component, whatever the sign its value has at the located time, makes
-    every switch change the set, so the next segment cannot stop at once on the same
-    crossing."""
+    The event is the smaller of the two values at the located time. A hit activates
+    the free component with the smallest hit value (and any other within rounding of
+    its bound whose force points out of the box, or beyond it); a release frees the
+    active component with the smallest release value (and any other whose force now
+    points inward). Choosing the extremal component, whatever the sign of its value
+    at the located time, makes every switch change the set, so the next segment
+    cannot stop at once on the same crossing."""
     lower, upper = sh.bounds
     g = jax.grad(type(sh).objective, argnums=1)(sh, U)
     free = active == box.FREE
-    d = jnp.where(free, _distance(U, lower, upper), jnp.inf)
+    hit, release, distance, inward, at_lower = _values(sh, U, active, g)
+    is_hit = jnp.min(hit) <= jnp.min(release)
+
+    def one(values, on):
+        flat = jnp.zeros(values.size, bool).at[jnp.argmin(values)].set(on)
+        return flat.reshape(values.shape)
+
     scale = 1e-10 * (1.0 + jnp.abs(U))
-    nearest = jnp.zeros(d.shape, bool).reshape(-1).at[jnp.argmin(d)].set(hit).reshape(d.shape)
-    newly = free & ((d <= scale) | nearest)
-    side = jnp.where(U - lower <= upper - U, box.AT_LOWER, box.AT_UPPER).astype(active.dtype)
-    inward = _inward(g, active)
-    first = jnp.zeros(d.shape, bool).reshape(-1).at[jnp.argmax(inward)].set(released)
-    freed = (active != box.FREE) & ((inward > 0) | first.reshape(d.shape))
+    newly = free & (((distance <= scale) & (inward <= 0)) | (distance < 0) | one(hit, is_hit))
+    freed = ~free & ((release < 0) | one(release, ~is_hit))
+    side = jnp.where(at_lower, box.AT_LOWER, box.AT_UPPER).astype(active.dtype)
     new_active = jnp.where(newly, side, jnp.where(freed, box.FREE, active))
     U_new = jnp.where(
         new_active == box.AT_LOWER, lower, jnp.where(new_active == box.AT_UPPER, upper, U)

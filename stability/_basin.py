@@ -5,13 +5,13 @@ with several damping factors), from the same random initial guesses."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import ArrayLike
+from jaxtyping import Array, ArrayLike, Float
 
 import flow
 from flow import RESULTS, AbstractResult, RealArrayLike, metrics, validation
@@ -55,9 +55,11 @@ class Basin(AbstractResult):
 
     **Fields:** `rows` (a tuple of [`BasinRow`][stability.BasinRow]), `problem`,
     `N`, `scheme`, `metric` (of the descent rows), `n_starts`, `seed`, `spread`,
-    `lambda_starts` (`"implied"` or `"given"`), `tol`, `stop_on`, `max_steps`.
-    `result` is `converged` when any start of any method converged, else
-    `completed`.
+    `lambda_starts` (`"implied"` or `"given"`), `tol`, `stop_on`, `max_steps`;
+    `starts`: the initial controls $U_0^{(s)}$ every method started from, shape
+    `(n_starts, N, m)` (inside the box with control bounds; in `to_dict` only with
+    `include_arrays=True`). `result` is `converged` when any start of any method
+    converged, else `completed`.
     """
 
     rows: tuple[BasinRow, ...]
@@ -72,6 +74,8 @@ class Basin(AbstractResult):
     tol: float
     stop_on: str
     max_steps: int
+    starts: Float[Array, "S N m"]
+    _arrays: ClassVar[tuple[str, ...]] = ("starts",)
 
     @property
     def result(self) -> RESULTS:
@@ -152,6 +156,34 @@ def _descent_batch(sh, starts, metric, alpha, max_steps: int, tol, stop_on: str)
     return jax.vmap(one)(starts)
 
 
+def _continuous_problem(sh: flow.Shooting, shoot_costates: bool) -> flow.OptimalControlProblem:
+    """The problem costate shooting solves: `sh.problem` with the box of `sh.bounds`
+    (the same on every interval; bounds given to `flow.shoot` replace the problem's)."""
+    problem = sh.problem
+    if sh.bounds is None or not shoot_costates:
+        return problem
+    lo, hi = (np.asarray(b) for b in sh.bounds)
+    if not (np.all(lo == lo[0]) and np.all(hi == hi[0])):
+        raise ValueError(
+            "`shooting` has control bounds that vary per interval; costate shooting (the "
+            "continuous method) takes the same box on every interval. Pass dampings=() "
+            "to leave costate shooting out."
+        )
+    box = problem.control_bounds
+    if (
+        box is not None
+        and np.array_equal(np.asarray(box[0]), lo[0])
+        and np.array_equal(np.asarray(box[1]), hi[0])
+    ):
+        return problem
+    return eqx.tree_at(
+        lambda p: p.control_bounds,
+        problem,
+        (jnp.asarray(lo[0]), jnp.asarray(hi[0])),
+        is_leaf=lambda x: x is None,
+    )
+
+
 class _Outcomes(AbstractResult):
     """The statuses of a batch of descent runs (a vmapped `RESULTS` item)."""
 
@@ -207,15 +239,36 @@ def basin(
       conditions (36) from each $U_0^{(s)}$ (the batch form of
       [`solve_conditions`][flow.indirect.solve_conditions]).
 
+    With control bounds (`shooting.bounds`, see [`flow.bounds`][flow.bounds]) every
+    method solves the bounded problem:
+
+    - the starts are projected onto the box, $U_0^{(s)} = P_B($`center` $+$ `spread`
+      $\cdot\,\xi^{(s)})$ (the same normal draws as without bounds, then clipped:
+      components drawn outside sit on their bound), and the implied costate guesses
+      are those of the projected controls;
+    - descent is [`flow.descend`][flow.descend]'s projected descent (for a diagonal
+      metric $U \leftarrow P_B(U - \alpha M^{-1}\nabla E^N(U))$), converged on the
+      projected residual; a metric that `descend` does not project is refused by it,
+      with a `ValueError` naming `metric`;
+    - costate shooting solves the minimum principle on the box,
+      $u = \arg\min_{\ell \le u \le \upsilon} H$, for the box of `shooting.bounds`,
+      which must then be the same on every interval (else `dampings=()` leaves it out);
+    - Newton on (36) is semismooth Newton on the bounded conditions
+      $u_k - P_B(u_k - \partial_u H_k) = 0$.
+
     `throw`: raise [`flow.ConvergenceError`][flow.ConvergenceError] (carrying the
     table) when no start converged by any method, which usually means an
     experiment set up wrong; failures of individual starts are the table's data.
 
-    **Returns:** a [`Basin`][stability.Basin] table (`summary()`, `to_dict()`).
+    **Returns:** a [`Basin`][stability.Basin] table (`summary()`, `to_dict()`), with
+    the starts it used in `starts`.
+
+    **Raises:** `ValueError`/`TypeError` naming the argument: a `metric` that
+    projected descent does not handle, with control bounds; a `shooting` whose bounds
+    vary per interval when costate shooting is asked for (`dampings` not empty); a
+    `center` or `lambda_starts` of the wrong shape.
     """
     sh = validation.instance(shooting, "shooting", flow.Shooting, "from flow.shoot")
-    validation.unbounded(sh, "stability.basin")
-    problem = sh.problem
     n_starts = positive_int(n_starts, "n_starts")
     seed = positive_int(seed, "seed", minimum=0)
     spread = positive_float(spread, "spread", allow_zero=True)
@@ -231,6 +284,7 @@ def basin(
         positive_float(d, "dampings") for d in np.atleast_1d(np.asarray(dampings, dtype=float))
     ]
     metric = metrics.as_metric(metric)
+    problem = _continuous_problem(sh, bool(damps))
     if center is None:
         center_arr = np.zeros(sh.control_shape)
     else:
@@ -238,7 +292,10 @@ def basin(
             validation.real_array(center, "center", sh.control_shape, "controls (N, m)")
         )
     rng = np.random.default_rng(seed)
-    starts = jnp.asarray(center_arr + spread * rng.standard_normal((n_starts,) + sh.control_shape))
+    starts = center_arr + spread * rng.standard_normal((n_starts,) + sh.control_shape)
+    if sh.bounds is not None:
+        starts = np.clip(starts, *(np.asarray(b) for b in sh.bounds))
+    starts = jnp.asarray(starts)
     n = problem.state_dim
     if lambda_starts is None:
         lam0s = jax.vmap(lambda U: sh.costates(U)[0, :n])(starts)
@@ -286,6 +343,7 @@ def basin(
         tol=tol,
         stop_on=stop_on,
         max_steps=max_steps,
+        starts=starts,
     )
     if throw and table.status != "converged":
         raise flow.ConvergenceError(

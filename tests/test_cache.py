@@ -73,7 +73,8 @@ def test_refuses_a_directory_others_can_write(tmp_path, restore_cache_config):
         gradflow.enable_cache(loose / "kernels")
 
 
-@pytest.mark.slow  # two `gradflow analyze` processes (28 s); the cache itself is tested above in-process
+# two `gradflow analyze` processes (28 s); the cache itself is tested above in-process
+@pytest.mark.slow
 def test_the_command_line_fills_the_cache_and_can_skip_it(tmp_path):
     gradflow_exe = Path(sys.executable).with_name("gradflow")
     cache = tmp_path / "cache"

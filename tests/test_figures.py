@@ -84,7 +84,8 @@ def test_generate_all_in_order(tmp_path, monkeypatch):
     assert paths == [tmp_path / f"{n}.{ext}" for n in names for ext in ("png", "pdf")]
 
 
-@pytest.mark.slow  # a fresh interpreter importing JAX (17 s); make() runs in test_quick_figure
+# a fresh interpreter importing JAX (17 s); make() runs in test_quick_figure
+@pytest.mark.slow
 def test_a_script_runs_standalone_and_deterministically(tmp_path):
     """`python figures/<name>.py --quick --out DIR` in a fresh interpreter, with
     warnings as errors (as in the test suite), writes byte-identical files to those
