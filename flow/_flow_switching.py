@@ -6,18 +6,21 @@ $dU/d\tau = P_{T_B(U)}(-M^{-1}\nabla E^N(U))$: for a diagonal metric $M$ the
 tangent-cone projection acts componentwise, zeroing a component that sits on its
 bound and points out of the box. Between two changes of the active set $A$ the flow
 is the smooth ODE $dU_F/d\tau = -(M^{-1}\nabla E^N)_F$, $dU_A/d\tau = 0$, which
-diffrax integrates; the changes are events:
+diffrax integrates; the changes are events of one real condition, the least of
 
-- **hit**: a free component reaches its bound, $\min_{i \in F} \min(U_i - \ell_i,
-  \upsilon_i - U_i)$ falls to 0;
-- **release**: an active component's multiplier changes sign (its force turns
-  inward), $\max_{i \in A} s_i(-\nabla_i E^N)$ rises through 0, where $s_i = +1$ at
-  a lower bound and $-1$ at an upper one;
-- **violation** (a safeguard): a free component is found beyond its bound at the end
-  of a step (a release whose force turned back within one step).
+- the **hit** values $\max(d_i, v_i)$ of the free components, with $d_i$ the distance
+  to the nearer bound and $v_i$ the force's component into the box: it falls through
+  0 when a component moving outwards reaches its bound (a component on its bound
+  that moves inwards, released a moment ago, is positive);
+- the **release** values $-v_i$ of the active components: it falls through 0 when a
+  multiplier changes sign (the force turns inward);
 
-Hits and releases are located by bisection on diffrax's dense interpolant
-([`SWITCH_RTOL`][flow._flow_switching.SWITCH_RTOL]); at the switch the newly active
+over the components whose value is positive at the segment's start, and a boolean
+**violation** safeguard (a free component found beyond its bound at the end of a
+step).
+
+The switch is located by bisection on diffrax's dense interpolant
+(relative tolerance `SWITCH_RTOL` = 1e-12 in tau); at the switch the newly active
 components are put exactly on their bounds (the clip), and the next segment starts
 there.
 """
