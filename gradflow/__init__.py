@@ -1,5 +1,7 @@
 """gradient-flow-analyzer, the application: the `gradflow` command line, the whole
-analysis of one problem ([`run_analysis`][gradflow.run_analysis]), the results
+analysis of one problem ([`run_analysis`][gradflow.run_analysis]), studies over grids
+of problems, sizes, metrics and steps ([`Study`][gradflow.Study],
+[`sweep`][gradflow.sweep]), the results
 document (`results.json`, its JSON Schema, [`load_results`][gradflow.load_results])
 and the Markdown report. Built on `flow`, `stability` and `figures`.
 """
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
         ProblemError as ProblemError,
         run_analysis as run_analysis,
     )
+    from ._study import OUTCOMES as OUTCOMES, StepGrid as StepGrid, Study as Study
+    from ._sweep import sweep as sweep
 
 #: The public names loaded on first use, and the private module of each.
 _LAZY_NAMES = {
@@ -54,6 +58,10 @@ _LAZY_NAMES = {
     "AnalysisRun": "_run",
     "ProblemError": "_run",
     "run_analysis": "_run",
+    "OUTCOMES": "_study",
+    "StepGrid": "_study",
+    "Study": "_study",
+    "sweep": "_sweep",
 }
 
 
@@ -84,11 +92,15 @@ __all__ = [
     "EQUIVALENCE_N",
     "load_results",
     "load_schema",
+    "OUTCOMES",
     "ProblemError",
     "render_markdown",
     "results_document",
     "ROUNDING",
     "run_analysis",
     "SCHEMA_VERSION",
+    "StepGrid",
+    "Study",
+    "sweep",
     "validate_results",
 ]

@@ -23,6 +23,10 @@ empty string, `0`, `off`, `false`, `no` or `none`)."""
 
 _OFF = {"", "0", "off", "false", "no", "none"}
 
+#: The directory `enable_cache` turned on in this process, if any (a sweep's local
+#: workers share it).
+active: Path | None = None
+
 
 def default_cache_dir() -> Path:
     """The user's own cache directory for `gradflow`'s compiled kernels:
@@ -87,4 +91,6 @@ def enable_cache(path: str | os.PathLike | None = None) -> Path | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     compilation_cache.set_cache_dir(str(directory))
     compilation_cache.reset_cache()  # re-read the directory at the next compilation
+    global active
+    active = directory
     return directory

@@ -22,6 +22,7 @@ import numpy as np
 import flow
 from flow import format_number, problems
 
+from . import _sweep_cli
 from ._cache import enable_cache
 from ._document import EQUIVALENCE_N
 
@@ -304,7 +305,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `gradflow` (sub-commands analyze, problems, figures)."""
+    """The argument parser of `gradflow` (sub-commands analyze, problems, figures,
+    sweep)."""
     parser = _Parser(
         prog="gradflow",
         description="Analyze direct shooting methods for optimal control as gradient flows.",
@@ -396,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fg.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     fg.set_defaults(func=_figures)
+    _sweep_cli.add_parser(sub, UsageError)
     return parser
 
 

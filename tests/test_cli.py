@@ -290,7 +290,7 @@ def test_console_script_by_name():
     out = {k: (*p.communicate(timeout=120), p.returncode) for k, p in procs.items()}
     text, err, code = out["help"]
     assert code == 0 and err == ""
-    assert text.startswith("usage: gradflow [-h] [--version] {analyze,problems,figures}")
+    assert text.startswith("usage: gradflow [-h] [--version] {analyze,problems,figures,sweep}")
     text, err, code = out["problems"]
     assert code == 0 and err == ""
     names = [line.split()[0] for line in text.strip().splitlines()]
