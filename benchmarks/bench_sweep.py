@@ -4,7 +4,7 @@ local worker processes against one process.
     python benchmarks/bench_sweep.py [--N 10000] [--steps 32] [--out FILE.json]
 
 1. **Vmapped steps.** `scalar_regularized` at N = 10^4 (Euler, Hamiltonian metric),
-   32 constant steps spread over [0.05, 1.5] x alpha_max (alpha_max from the
+   32 constant steps spread over [0.5, 1.5] x alpha_max (alpha_max from the
    equilibrium's spectrum), tol 1e-8, at most 300 iterations. *Vmapped*: the 32 steps
    in one compiled call, as `gradflow.sweep` runs a configuration
    (`gradflow._configuration._descent_grid`). *Separate*: 32 `flow.descend` calls
@@ -80,7 +80,7 @@ def vmapped_steps(N: int, num: int) -> dict:
     sh = flow.shoot(flow.problems.get("scalar_regularized"), N)
     eq = stability.equilibrium(sh)
     bound = stability.euler_bound(stability.spectrum(stability.linearize(sh, eq)))
-    alphas = np.linspace(0.05, 1.5, num) * bound.alpha_max
+    alphas = np.linspace(0.5, 1.5, num) * bound.alpha_max
     metric = flow.metrics.as_metric("hamiltonian")
     U0s = jnp.zeros((1, *sh.control_shape))
     tol, max_steps = 1e-8, 300

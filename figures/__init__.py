@@ -16,7 +16,9 @@ paper each figure reproduces.
 [`generate_all`][figures.generate_all] regenerates every figure; it backs
 `gradflow figures`. [`figures.report`][figures.report] draws the figures of a
 `gradflow analyze` report again, from its results document or a
-`stability.StabilityReport`.
+`stability.StabilityReport`. [`figures.sweeps`][figures.sweeps] draws the standard
+views of a `gradflow.sweep` table (a pandas DataFrame): a column against N, and the
+stability boundary in the (N, alpha) plane under alpha_max.
 """
 
 from __future__ import annotations

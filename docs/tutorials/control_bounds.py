@@ -164,6 +164,7 @@ print(f"predicted rate {report.predicted_rate:.4f}, observed {report.observed_ra
 import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+
 w, a_target, rho = 20.0, 0.3, 0.5
 pull = flow.OptimalControlProblem(
     lambda x, u: u,
