@@ -11,8 +11,8 @@ local worker processes against one process.
    with the same compiled kernel (the step is traced: one compilation for all). Both
    after a warm-up call (compilation excluded), medians of 3; the statuses and
    iteration counts of the two are checked equal.
-2. **Local processes.** A study of 12 configurations (`scalar_regularized` and
-   `van_der_pol`, N = 100, 150, 200, identity and Hamiltonian metrics, 16 steps
+2. **Local processes.** A study of 16 configurations (`scalar_regularized` and
+   `van_der_pol`, N = 250, 500, 1000, 2000, identity and Hamiltonian metrics, 16 steps
    relative to alpha_max) with `workers=1` (this process) and `workers=2` (two
    spawned processes, one thread each), each in a fresh Python process with a warm
    persistent compilation cache (filled by a first run), so that the processes'
@@ -41,7 +41,7 @@ DEFAULT_OUT = RESULTS_DIR / "sweep.json"
 
 STUDY = dict(
     problems=["scalar_regularized", "van_der_pol"],
-    N=[100, 150, 200],
+    N=[250, 500, 1000, 2000],
     metrics=["identity", "hamiltonian"],
     steps={"start": 0.5, "stop": 1.5, "num": 16, "relative_to": "alpha_max"},
     max_steps=3000,
@@ -141,7 +141,7 @@ def local_processes() -> dict:
         )
         t1, t2 = min(one), min(two)
         return dict(
-            configurations=12,
+            configurations=16,
             one_process_s=t1,
             two_processes_s=t2,
             speedup=t1 / t2,
@@ -166,7 +166,7 @@ def main() -> None:
     )
     procs = local_processes()
     print(
-        f"12 configurations: 1 process {procs['one_process_s']:.1f} s, 2 processes "
+        f"16 configurations: 1 process {procs['one_process_s']:.1f} s, 2 processes "
         f"{procs['two_processes_s']:.1f} s, speed-up {procs['speedup']:.2f}x"
     )
     finish(env, t0)
