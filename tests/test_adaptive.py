@@ -85,6 +85,8 @@ def test_frozen_gradient_is_the_fixed_grid_gradient(ash, U):
     assert float(frozen.cost(C)) == pytest.approx(float(ash.cost(U)), rel=1e-14)
 
 
+# 12 s; the S term is checked by default against an independent difference
+@pytest.mark.slow
 def test_s_term_nonzero_for_adaptive_zero_for_fixed_grid(ash, U):
     """S = (full derivative) - (frozen gradient). Threshold: the central differences
     (step 1e-6) have rounding error ~ eps |E| / delta ~ 1e-10, and the a-priori

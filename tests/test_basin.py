@@ -27,6 +27,8 @@ def _blows_up(lam0):
     return sol.status != 0 or not np.all(np.isfinite(sol.y)) or np.max(np.abs(sol.y)) > 1e8
 
 
+# 10 s; basin runs by default in test_basin_far_costate_guesses and test_bounds_indirect.py
+@pytest.mark.slow
 def test_basin_near_the_optimum():
     N = 20
     sh = flow.shoot(SREG, N)

@@ -438,7 +438,7 @@ def test_projected_flow_hits_and_releases_like_the_exact_piecewise_flow():
     assert np.all(np.asarray(sol.active_set) == 0)
 
 
-@pytest.mark.parametrize("n", [50, 200])
+@pytest.mark.parametrize("n", [pytest.param(50, marks=pytest.mark.slow), 200])  # 50: 12 s
 def test_projected_flow_ends_at_the_bounded_equilibrium(n):
     """Lotka-Volterra fishing with 0 <= u <= 1: from U = 0 the projected Hamiltonian
     flow crosses tens of changes of the active set and stops at the projected Newton

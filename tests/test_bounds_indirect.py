@@ -58,7 +58,11 @@ U_FREE = W * A / (1.0 + W)
 
 @pytest.mark.parametrize(
     "bounds, c",
-    [((-1.0, 0.5), 0.5), ((0.95, 2.0), 0.95), ((-1.0, 2.0), U_FREE)],
+    [
+        ((-1.0, 0.5), 0.5),
+        pytest.param((0.95, 2.0), 0.95, marks=pytest.mark.slow),  # 9 s each; the upper
+        pytest.param((-1.0, 2.0), U_FREE, marks=pytest.mark.slow),  # case runs by default
+    ],
     ids=["upper active", "lower active", "inactive"],
 )
 def test_costate_shooting_on_a_box_closed_form(bounds, c):
@@ -102,6 +106,7 @@ def test_costate_shooting_on_a_box_closed_form(bounds, c):
         np.testing.assert_allclose(traj.controls(ts), free.controls(ts), rtol=1e-14, atol=0)
 
 
+@pytest.mark.slow  # 7 s; the default run keeps the closed forms
 def test_coupled_controls_on_a_box_are_not_the_clip_of_the_free_minimiser():
     r"""$m = 2$ with a coupled control cost: $\dot x = u$ ($n = 2$), $x(0) = 0$,
     $L = u^T R u/2$, $R = [[1, 1/2], [1/2, 1]]$, $E = w|x(1) - a|^2/2$, $w = 10$,
@@ -333,6 +338,7 @@ def test_basin_on_a_box_closed_form():
     assert np.array_equal(np.asarray(d["starts"]), starts) and "starts" not in b.to_dict()
 
 
+@pytest.mark.slow  # 7 s; the default run keeps the closed forms
 def test_basin_on_a_bounded_builtin():
     r"""Lotka-Volterra with $0 \le u \le 1$ at N = 30 from 4 starts around $u = 0.5$
     (spread 1, so many components start on a bound): the starts are the documented

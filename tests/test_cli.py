@@ -50,6 +50,8 @@ def test_analyze_prints_summary_and_writes_outputs(tmp_path, capsys):
     assert [c["N"] for c in doc["equivalence_sweep"]] == [25, 50]
 
 
+# 9 s; analyze runs by default in test_analyze_prints_summary_and_writes_outputs
+@pytest.mark.slow
 def test_analyze_json_prints_the_document(tmp_path, capsys):
     argv = [
         "analyze",

@@ -59,6 +59,8 @@ def test_lq_flow_matches_matrix_exponential(metric, rng):
         np.testing.assert_allclose(U.reshape(-1), exact, rtol=1e-8, atol=1e-8 * np.abs(exact).max())
 
 
+# 14 s; compare runs by default in test_gaps.py
+@pytest.mark.slow
 def test_compare_shows_first_order():
     """On a fixed tau window, halving alpha halves the largest distance (within 10%)."""
     sh = flow.shoot(problems.scalar_regularized(), 100)

@@ -136,7 +136,11 @@ def _discrete(lq, scheme, N):
     return sh, H, b, c, U_star, c + 0.5 * b @ U_star
 
 
-@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "scheme",
+    [flow.Euler(), flow.Heun(), pytest.param(flow.RK4(), marks=pytest.mark.slow)],  # RK4: 8 s
+    ids=lambda s: s.name,
+)
 def test_discrete_problem_is_the_assembled_quadratic(scheme, rng):
     """Cost, gradient and Hessian-vector products of the package against the numpy
     assembly (a quadratic is fixed by c, b and H), and the package's gradient vanishes
@@ -169,7 +173,11 @@ def test_discrete_problem_is_the_assembled_quadratic(scheme, rng):
 
 @pytest.mark.parametrize(
     "scheme, expected",
-    [(flow.Euler(), 1.0), (flow.Heun(), 2.0), (flow.RK4(), 2.0)],
+    [
+        (flow.Euler(), 1.0),
+        (flow.Heun(), 2.0),
+        pytest.param(flow.RK4(), 2.0, marks=pytest.mark.slow),  # 9 s; Heun shows order 2
+    ],
     ids=["euler", "heun", "rk4"],
 )
 def test_discrete_optimum_converges_to_riccati(scheme, expected):

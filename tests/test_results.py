@@ -202,6 +202,8 @@ def test_stability_results_in_every_state():
         _check(row, set())
 
 
+# 16 s; the indirect verbs run by default in test_indirect.py
+@pytest.mark.slow
 def test_indirect_results_in_every_state():
     seen: set[str] = set()
     cond = indirect.solve_conditions(SR)
@@ -382,6 +384,8 @@ def test_analyze_refuses_a_nonfinite_start():
         gradflow.run_analysis(bad.problem, N=50, figures=False, out="/nonexistent/never-written")
 
 
+# 9 s; adaptive grids run by default in test_adaptive.py
+@pytest.mark.slow
 def test_descend_drives_an_adaptive_shooting():
     """descend drives an AdaptiveShooting like a Shooting, through the one shooting
     interface (first-order metrics: no Hessian-vector products pass diffrax's

@@ -166,15 +166,31 @@ def _local_and_dask(study, tmp_path):
     return local
 
 
-def test_local_processes_and_a_dask_cluster_agree(tmp_path):
-    """A small study (2 sizes x 8 steps across alpha_max) gives the same table in two
-    local processes and on a Dask LocalCluster; the boundary is at alpha_max."""
+def _small_study():
     steps = {"start": 0.6, "stop": 1.4, "num": 8, "relative_to": "alpha_max"}
-    study = _boundary_study(N=[4, 8], metrics=["hamiltonian"], steps=steps)
-    table = _local_and_dask(study, tmp_path)
+    return _boundary_study(N=[4, 8], metrics=["hamiltonian"], steps=steps)
+
+
+def test_local_processes_give_the_table_of_this_process(tmp_path):
+    """A small study (2 sizes x 8 steps across alpha_max) gives the same table in two
+    spawned local processes (the default execution) as in this one; the boundary is
+    at alpha_max."""
+    study = _small_study()
+    table = gradflow.sweep(study, workers=2, out=tmp_path)
+    pd.testing.assert_frame_equal(table, gradflow.sweep(study, workers=1))
+    executed = json.loads((tmp_path / "study.json").read_text())["executed"]
+    assert executed.startswith("2 local processes (")
     assert len(table) == 16
     converged = table["status"] == "converged"
     assert (converged == (table["step_multiplier"] < 1)).all()
+
+
+@pytest.mark.slow  # a Dask cluster of two processes (17 s)
+def test_local_processes_and_a_dask_cluster_agree(tmp_path):
+    """The small study gives the same table in two local processes and on a Dask
+    LocalCluster."""
+    table = _local_and_dask(_small_study(), tmp_path)
+    assert len(table) == 16
 
 
 @pytest.mark.slow  # 18 configurations compiled in fresh processes, twice (about 60 s)
@@ -253,3 +269,34 @@ def test_an_interrupted_study_computes_only_what_is_missing(tmp_path):
     fresh = gradflow.sweep(study, workers=1)
     pd.testing.assert_frame_equal(resumed, fresh)
     np.testing.assert_array_equal(resumed["N"], np.repeat([4, 6, 8, 10, 12, 16, 20, 24], 3))
+
+
+@pytest.mark.slow  # a scheduler and a worker process, and the command's own process
+def test_the_command_line_on_a_dask_scheduler(tmp_path):
+    """`gradflow sweep STUDY.toml --scheduler ADDRESS` runs the study on the cluster
+    behind the address, prints the summary of failures by reason, and writes the
+    table of an in-process run."""
+    distributed = pytest.importorskip("distributed")
+    toml = tmp_path / "small.toml"
+    toml.write_text(
+        'problems = ["scalar_regularized"]\nN = [4, 8]\nmetrics = ["hamiltonian"]\n'
+        'max_steps = 2000\ntol = 1e-8\ncompute = ["descent", "euler_bound"]\n\n'
+        '[steps]\nstart = 0.6\nstop = 1.4\nnum = 8\nrelative_to = "alpha_max"\n'
+    )
+    assert gradflow.Study.from_toml(toml) == _small_study()
+    exe = Path(sys.executable).with_name("gradflow")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:  # fmt: skip
+        done = subprocess.run(
+            [str(exe), "sweep", str(toml), "--scheduler", cluster.scheduler_address,
+             "--out", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 configurations, 16 rows" in done.stdout
+    assert "failures by reason:" in done.stdout and "diverged at iteration #" in done.stdout
+    meta = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert meta["executed"] == f"Dask scheduler {cluster.scheduler_address}"
+    table = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    pd.testing.assert_frame_equal(table, gradflow.sweep(_small_study(), workers=1))
