@@ -368,11 +368,12 @@ def _descend_impl(
 
     def body(carry):
         i, U = carry["i"], carry["U"]
-        if two_metric:
+        if two_metric:  # its step is already in the box
             upd = projected.update(sh, metric, rule, U, carry["c"], carry["g"], carry["state"])
+            U_new = upd.U
         else:
             upd = rule.update(sh, U, carry["c"], carry["g"], direction(U), carry["state"])
-        U_new = project(upd.U)
+            U_new = project(upd.U)
         c, g = value_and_grad(sh, U_new)
         gn, hn, r = residuals(U_new, g)
         i = i + 1

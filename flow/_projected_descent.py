@@ -32,13 +32,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
 from . import _box as box
 from ._metrics import AbstractDiagonalMetric, DiagonalHessian, MetricSolve, Newton
-from ._steps import LBFGS, Armijo, Constant, HamiltonianStep, StepUpdate
+from ._steps import LBFGS, Armijo, Constant, HamiltonianStep, StepUpdate, backtrack
 
 
 #: $\varepsilon_0$ of the $\varepsilon$-active set, relative to the box's width
@@ -100,24 +99,14 @@ def _arc_armijo(sh, U, value, g, D, free, alpha0, beta, c1, max_backtracks):
     def point(alpha):
         return box.project(U - alpha * D, lower, upper)
 
-    def accepted(alpha, c):
-        decrease = alpha * slope + jnp.sum(jnp.where(free, 0.0, g * (U - point(alpha))))
-        return jnp.isfinite(c) & (c <= value - c1 * decrease)
-
-    def cond(carry):
-        j, alpha, c = carry
-        return (j < max_backtracks) & ~accepted(alpha, c)
-
-    def body(carry):
-        j, alpha, _ = carry
-        alpha = alpha * beta
-        return j + 1, alpha, type(sh).objective(sh, point(alpha))
+    def required(alpha):
+        return c1 * (alpha * slope + jnp.sum(jnp.where(free, 0.0, g * (U - point(alpha)))))
 
     alpha0 = jnp.asarray(alpha0, dtype=U.dtype)
-    first = (jnp.array(0), alpha0, type(sh).objective(sh, point(alpha0)))
-    j, alpha, c = jax.lax.while_loop(cond, body, first)
-    found = accepted(alpha, c)
-    return jnp.where(found, alpha, 0.0), found, j + 1
+    return backtrack(
+        lambda alpha: type(sh).objective(sh, point(alpha)), required, value, alpha0, beta,
+        max_backtracks,
+    )  # fmt: skip
 
 
 def update(sh: Any, metric: Any, rule: Any, U: Array, value: Array, g: Array, state: Any):

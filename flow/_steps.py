@@ -127,12 +127,24 @@ def _armijo(shooting, U, value, grad, D, alpha0, beta, c1, max_backtracks):
     """Backtracking: the largest alpha0 * beta^j with
     E(U - alpha D) <= E(U) - c1 alpha <grad, D> (non-finite trial costs rejected)."""
     slope = jnp.vdot(grad, D)
+    return backtrack(
+        lambda alpha: shooting.objective(U - alpha * D),
+        lambda alpha: c1 * alpha * slope,
+        value,
+        jnp.asarray(alpha0, dtype=U.dtype),
+        beta,
+        max_backtracks,
+    )
 
-    def trial(alpha):
-        return shooting.objective(U - alpha * D)
+
+def backtrack(cost_at, required, value, alpha0, beta, max_backtracks):
+    """The line search's loop: the largest `alpha0 * beta^j` (j < `max_backtracks`)
+    whose trial cost `cost_at(alpha)` is finite and at most `value - required(alpha)`
+    (Armijo's sufficient decrease, of whatever form the caller's step takes);
+    returns `(alpha, found, trials)`, with alpha = 0 (do not move) when none is."""
 
     def accepted(alpha, c):
-        return jnp.isfinite(c) & (c <= value - c1 * alpha * slope)
+        return jnp.isfinite(c) & (c <= value - required(alpha))
 
     def cond(carry):
         j, alpha, c = carry
@@ -141,10 +153,9 @@ def _armijo(shooting, U, value, grad, D, alpha0, beta, c1, max_backtracks):
     def body(carry):
         j, alpha, _ = carry
         alpha = alpha * beta
-        return j + 1, alpha, trial(alpha)
+        return j + 1, alpha, cost_at(alpha)
 
-    alpha0 = jnp.asarray(alpha0, dtype=U.dtype)
-    j, alpha, c = jax.lax.while_loop(cond, body, (jnp.array(0), alpha0, trial(alpha0)))
+    j, alpha, c = jax.lax.while_loop(cond, body, (jnp.array(0), alpha0, cost_at(alpha0)))
     found = accepted(alpha, c)
     # no acceptable step (e.g. at the cost's rounding floor): do not move
     return jnp.where(found, alpha, 0.0), found, j + 1

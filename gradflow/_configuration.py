@@ -78,13 +78,13 @@ def _number(x: Any) -> float | None:
 
 def _equilibrium_columns(study: Study, sh, metric: str) -> dict[str, Any]:
     eq = stability.equilibrium(sh, throw=False)
-    cols: dict[str, Any] = {}
-    if "equilibrium" in study.compute or study.needs_equilibrium:
-        cols.update(
-            equilibrium_status=eq.status,
-            equilibrium_cost=_number(eq.cost),
-            equilibrium_residual=_number(eq.hamiltonian_residual),
-        )
+    # the equilibrium's own columns come with every outcome built on it (they say
+    # why alpha_max is missing when it is)
+    cols: dict[str, Any] = dict(
+        equilibrium_status=eq.status,
+        equilibrium_cost=_number(eq.cost),
+        equilibrium_residual=_number(eq.hamiltonian_residual),
+    )
     if eq.status != "converged":
         cols.update(alpha_max=None, alpha_opt=None)
         return cols
