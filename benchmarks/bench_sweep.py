@@ -11,6 +11,13 @@ local worker processes against one process.
    with the same compiled kernel (the step is traced: one compilation for all). Both
    after a warm-up call (compilation excluded), medians of 3; the statuses and
    iteration counts of the two are checked equal.
+   *Ceiling*: what batching can gain at all on this CPU. `jax.vmap` of the
+   gradient of E^N over 32 controls against 32 single gradients (the descent's
+   dominant cost), at N = 10^4, medians of 30, each in a fresh process with the
+   default XLA flags and with a sweep worker's one-thread flags. A vmapped descent
+   cannot beat separate calls by more than this, and it loses the lanes that wait
+   for the slowest (the `lane_efficiency`: the separate calls' iterations over 32 x
+   the vmapped call's).
 2. **Local processes.** A study of 16 configurations (`scalar_regularized` and
    `van_der_pol`, N = 250, 500, 1000, 2000, identity and Hamiltonian metrics, 16 steps
    relative to alpha_max) with `workers=1` (this process) and `workers=2` (two
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,6 +55,28 @@ STUDY = dict(
     max_steps=3000,
     compute=["descent", "euler_bound"],
 )
+
+CEILING = """
+import json, statistics, sys, time
+import jax, jax.numpy as jnp
+import flow
+N, lanes = int(sys.argv[1]), int(sys.argv[2])
+sh = flow.shoot(flow.problems.get("scalar_regularized"), N)
+grad = jax.grad(lambda U: sh.objective(U))
+one, many = jax.jit(grad), jax.jit(jax.vmap(grad))
+U = jnp.linspace(0.0, 1.0, N)[:, None]
+Us = U[None] * jnp.linspace(0.5, 1.5, lanes)[:, None, None]
+def median(fn, x):
+    fn(x).block_until_ready()
+    times = []
+    for _ in range(30):
+        t = time.perf_counter(); fn(x).block_until_ready(); times.append(time.perf_counter() - t)
+    return statistics.median(times)
+t1, tb = median(one, U), median(many, Us)
+print(json.dumps({"single_s": t1, "batched_s": tb, "ceiling": lanes * t1 / tb}))
+"""
+
+WORKER_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 
 CHILD = """
 import json, sys, time
@@ -115,8 +145,23 @@ def vmapped_steps(N: int, num: int) -> dict:
         separate_s=t_separate,
         speedup=t_separate / t_together,
         statuses={s: list(statuses).count(s) for s in set(statuses)},
+        lane_efficiency=float(
+            np.sum(np.asarray(num_steps)) / (num * np.max(np.asarray(num_steps)))
+        ),
         max_iterations=int(np.max(np.asarray(num_steps))),
     )
+
+
+def ceiling(N: int, lanes: int) -> dict:
+    out = {}
+    for name, flags in (("default_flags", ""), ("worker_flags", WORKER_FLAGS)):
+        env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip())
+        run = subprocess.run(
+            [sys.executable, "-c", CEILING, str(N), str(lanes)],
+            capture_output=True, text=True, check=True, env=env,
+        )  # fmt: skip
+        out[name] = json.loads(run.stdout.strip().splitlines()[-1])
+    return out
 
 
 def local_processes() -> dict:
@@ -164,6 +209,13 @@ def main() -> None:
         f"separate {steps['separate_s']:.3f} s, speed-up {steps['speedup']:.1f}x "
         f"(statuses {steps['statuses']}, at most {steps['max_iterations']} iterations)"
     )
+    steps["ceiling"] = ceiling(args.N, args.steps)
+    for name, c in steps["ceiling"].items():
+        print(
+            f"  ceiling ({name}): {args.steps} gradients batched {c['batched_s'] * 1e3:.2f} ms, "
+            f"single {c['single_s'] * 1e3:.3f} ms, throughput {c['ceiling']:.2f}x"
+        )
+    print(f"  lane efficiency of the vmapped call: {steps['lane_efficiency']:.2f}")
     procs = local_processes()
     print(
         f"16 configurations: 1 process {procs['one_process_s']:.1f} s, 2 processes "

@@ -125,6 +125,34 @@ def test_steps_and_starts_run_in_one_compiled_call():
     assert {r["status"] for r in rows} == {"converged", "diverged"}
 
 
+def test_a_runge_kutta_scheme_has_its_own_boundary():
+    """The scheme is part of the configuration: with Heun's and RK4's shooting the
+    boundary a sweep finds is alpha_max of that scheme's E^N (an independent
+    `stability.euler_bound` on `flow.shoot(..., scheme)`), not Euler's."""
+    study = gradflow.Study(problems=["scalar_regularized"], N=[8], schemes=["heun", "rk4"],
+                           metrics=["identity"], max_steps=3000, tol=1e-8,
+                           steps={"start": 0.8, "stop": 1.2, "num": 8, "relative_to": "alpha_max"},
+                           compute=["descent", "euler_bound"])  # fmt: skip
+    table = gradflow.sweep(study, workers=1)
+    assert set(table["scheme"]) == {"heun", "rk4"} and len(table) == 16
+    bounds = {}
+    for scheme, group in table.groupby("scheme"):
+        sh = flow.shoot(flow.problems.get("scalar_regularized"), 8, flow.scheme_from_name(scheme))
+        eq = stability.equilibrium(sh)
+        linear = stability.linearize(sh, eq, metric="identity")
+        bound = stability.euler_bound(stability.spectrum(linear))
+        bounds[scheme] = bound.alpha_max
+        assert group["alpha_max"].iloc[0] == pytest.approx(bound.alpha_max, rel=1e-9)
+        below = group["step"] < bound.alpha_max
+        assert (group.loc[below, "status"] == "converged").all(), scheme
+        assert (group.loc[~below, "status"] != "converged").all(), scheme
+    euler = flow.shoot(flow.problems.get("scalar_regularized"), 8)
+    eq = stability.equilibrium(euler)
+    linear = stability.linearize(euler, eq, metric="identity")
+    euler_max = stability.euler_bound(stability.spectrum(linear)).alpha_max
+    assert abs(bounds["rk4"] / euler_max - 1) > 1e-4  # the scheme changed the boundary
+
+
 def test_failures_are_rows_with_their_reason():
     """A problem that cannot be loaded is one `error` row with the exception; a
     diverging step is a row with the iteration where it diverged."""
