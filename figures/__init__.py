@@ -41,6 +41,8 @@ FIGURES: tuple[str, ...] = (
     "parameterization",  # Remark 5.13: singular values of B; a spurious stationary point
     "adaptive_grid",  # section 6.5: the term S of (59); descent with the grid inside
     "depth",  # section 8: a residual network; iterations against depth, identity vs Hamiltonian
+    "sharpness",  # sharpness mu_max along descent paths against 2/alpha, identity vs Hamiltonian
+    "orbit_diagram",  # past alpha_max: the flip, the 2-cycle's square-root law, period doubling
 )
 """Module names of the figures, in the order `gradflow figures` draws them."""
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from . import _box as bounds, _projected_descent as projected
+from . import _box as bounds, _cycles as cycles, _projected_descent as projected
 from ._custom_types import RealArrayLike
 from ._encoding import format_number
 from ._metrics import AbstractMetric, as_metric
@@ -48,6 +48,16 @@ class DescentTrace(AbstractResult):
     - `U`: the last finite iterate;
     - `result`: a [`RESULTS`][flow.RESULTS] item (`status`, `message`, `success`);
     - `diverged_at`: the iteration at which divergence was detected, or -1;
+    - `period`: with status `oscillating`, the period $p$ (2 or 4) of the cycle the
+      iterates settled on ($\|U_i - U_{i-p}\|_\infty \le$ `cycle_tol`
+      $\cdot\max(1, \|U_i\|_\infty)$ while the cycle's points stay apart), else 0;
+    - `amplitude`: with status `oscillating`, the cycle's half-width
+      $\max_{j<p}\|U_{i-j} - \bar U\|_\infty$ around its mean
+      $\bar U = \frac1p\sum_{j<p} U_{i-j}$ (for a 2-cycle $\|U_i - U_{i-1}\|_\infty/2$),
+      else 0;
+    - `cycle`: the last four iterates $U_i, U_{i-1}, U_{i-2}, U_{i-3}$ (newest first;
+      with status `oscillating` the first `period` of them are the cycle's points),
+      shape (4, N, m), or `None` when cycle detection is off (`cycle_tol=None`);
     - work: `num_steps` (steps taken), `num_gradients` (cost-and-gradient
       evaluations, `num_steps + 1`), `num_hvp` (Hessian-vector products of the
       metric), `num_line_search_trials` (extra cost evaluations of a line search),
@@ -66,6 +76,9 @@ class DescentTrace(AbstractResult):
     U: Float[Array, "N m"]
     result: RESULTS
     diverged_at: Int[Array, ""]
+    period: Int[Array, ""]
+    amplitude: Float[Array, ""]
+    cycle: Float[Array, "4 N m"] | None
     num_steps: Int[Array, ""]
     num_gradients: Int[Array, ""]
     num_hvp: Int[Array, ""]
@@ -96,6 +109,8 @@ class DescentTrace(AbstractResult):
             num_line_search_trials=int(self.num_line_search_trials),
             num_fallback_steps=int(self.num_fallback_steps),
             diverged_at=int(self.diverged_at),
+            period=int(self.period),
+            amplitude=float(self.amplitude),
             tol=tol if math.isfinite(tol) else None,
             stop_on=self.stop_on,
             # sliced by numpy: slicing a jax array compiles a kernel per length
@@ -126,6 +141,14 @@ class DescentTrace(AbstractResult):
             return (
                 f"Diverged at iteration {i}: {what}; the step is likely above the "
                 f"forward-Euler stability bound (stability.euler_bound)"
+            )
+        if status == "oscillating":
+            p = int(self.period)
+            return (
+                f"Settled on a cycle of period {p} and amplitude "
+                f"{float(self.amplitude):.4g} (max-norm half-width) by iteration {n}: the "
+                f"fixed point is unstable at this step (above stability.euler_bound's "
+                f"alpha_max, past a flip: stability.flip); lower the step"
             )
         if status == "max_steps":
             r = np.asarray(self.residual)[: n + 1]
@@ -173,6 +196,7 @@ def descend(
     tol: float | ArrayLike | None = None,
     stop_on: str = "hamiltonian",
     divergence_factor: float = 1e6,
+    cycle_tol: float | None = 1e-10,
     save_iterates: bool = False,
     throw: bool = True,
 ) -> DescentTrace:
@@ -224,6 +248,14 @@ def descend(
     - `divergence_factor`: divergence is declared at the first iteration where a
       value is non-finite or $\|\nabla E^N\|_\infty >$ `divergence_factor` $\cdot
       \max(\|\nabla E^N(U_0)\|_\infty, 10^{-300})$.
+    - `cycle_tol`: detect cycles (periodic orbits past a flip of forward Euler,
+      [`stability.flip`][stability.flip]): stop with status `oscillating` when, for
+      $p = 2$ or $4$, $\|U_i - U_{i-p}\|_\infty \le$ `cycle_tol` $\cdot s$ while the
+      shorter recurrences stay $\ge \sqrt{\texttt{cycle\_tol}}\cdot s$ apart,
+      $s = \max(1, \|U_i\|_\infty)$ (`flow/_cycles.py`). Without `tol` every step is
+      taken, and the status is `oscillating` when the last iterates form a cycle.
+      `None` turns it off; it costs one copy of $U$ written and two read per
+      iteration, and four copies of $U$ of memory.
     - `save_iterates`: keep every $U_i$ in `trace.iterates` (needed by
       [`compare`][flow.compare]); off by default: writing them costs about 5% per
       iteration, and `(max_steps + 1) N m` floats of memory.
@@ -243,6 +275,10 @@ def descend(
         raise ValueError(f"`divergence_factor` must be > 1; got {divergence_factor}.")
     if tol is not None:
         tol = positive_float(tol, "tol", allow_traced=True)
+    if cycle_tol is not None:
+        cycle_tol = positive_float(cycle_tol, "cycle_tol")
+        if not cycle_tol < 1:
+            raise ValueError(f"`cycle_tol` must be in (0, 1) or None; got {cycle_tol}.")
     rule = step_rule(step)
     if getattr(shooting, "bounds", None) is not None:
         reason = projected.supported(metric, rule)
@@ -272,6 +308,7 @@ def descend(
         tol is not None,
         stop_on,
         float(divergence_factor),
+        None if cycle_tol is None else float(cycle_tol),
         bool(save_iterates),
     )
     if throw:
@@ -300,6 +337,7 @@ def _descend_impl(
     has_tol: bool,
     stop_on: str,
     divergence_factor: float,
+    cycle_tol: float | None,
     save_iterates: bool,
 ) -> DescentTrace:
     inv_h = 1.0 / sh.steps[:, None]
@@ -338,6 +376,7 @@ def _descend_impl(
     )
     if save_iterates:
         hist["U"] = jnp.broadcast_to(U0, (n_hist,) + U0.shape)
+    detect = cycle_tol is not None
     converged0 = has_tol & (r0 <= tol)
     bad0 = ~(jnp.isfinite(c0) & jnp.isfinite(gn0) & jnp.isfinite(hn0))
     result0 = RESULTS.where(
@@ -356,10 +395,13 @@ def _descend_impl(
         running=running0,
         result=result0,
         diverged_at=jnp.where(bad0, 0, -1),
+        period=zero,
         fallback=zero,
         hvp=zero,
         trials=zero,
     )
+    if detect:  # U_i is kept in slot i mod 4
+        carry0["ring"] = jnp.broadcast_to(U0, (4,) + U0.shape)
 
     def cond(carry):
         return carry["running"] & (carry["i"] < max_steps)
@@ -381,6 +423,13 @@ def _descend_impl(
         finite = jnp.isfinite(c) & jnp.isfinite(gn) & jnp.isfinite(hn)
         diverged = ~finite | (gn > limit)
         converged = ~diverged & has_tol & (r <= tol)
+        if detect:
+            ring, period = cycles.test(carry["ring"], i, U_new, U, carry["U_prev"], cycle_tol)
+            period = jnp.where(diverged | converged, 0, period)
+            # without a tolerance every step is taken; the last ones are judged at the end
+            settled = has_tol & (period > 0)
+        else:
+            period, settled = carry["period"], jnp.array(False)
         hist = carry["hist"]
         hist = dict(
             cost=hist["cost"].at[i].set(c),
@@ -392,9 +441,13 @@ def _descend_impl(
         result = RESULTS.where(
             diverged,
             RESULTS.diverged,
-            RESULTS.where(converged, RESULTS.converged, carry["result"]),
+            RESULTS.where(
+                converged,
+                RESULTS.converged,
+                RESULTS.where(settled, RESULTS.oscillating, carry["result"]),
+            ),
         )
-        return dict(
+        new = dict(
             i=i,
             U=U_new,
             U_prev=U,
@@ -402,18 +455,30 @@ def _descend_impl(
             g=g,
             state=upd.state,
             hist=hist,
-            running=~(diverged | converged),
+            running=~(diverged | converged | settled),
             result=result,
             diverged_at=jnp.where(diverged, i, carry["diverged_at"]),
+            period=period,
             fallback=carry["fallback"] + jnp.where(upd.ok, 0, 1),
             hvp=carry["hvp"] + upd.num_hvp,
             trials=carry["trials"] + upd.num_cost,
         )
+        if detect:
+            new["ring"] = ring
+        return new
 
     out = jax.lax.while_loop(cond, body, carry0)
     ran_out = out["running"] & (out["i"] >= max_steps)
     result = RESULTS.where(ran_out & has_tol, RESULTS.max_steps, out["result"])
     n = out["i"]
+    if detect:
+        # newest first: U_n, U_{n-1}, U_{n-2}, U_{n-3}
+        cycle = out["ring"][(n - jnp.arange(4)) % 4]
+        period = out["period"]
+        result = RESULTS.where(ran_out & (period > 0), RESULTS.oscillating, result)
+        amplitude = cycles.amplitude(cycle, period)
+    else:
+        cycle, period, amplitude = None, out["period"], jnp.zeros((), U0.dtype)
     # the last finite iterate: the one before a non-finite step
     nonfinite_end = ~jnp.isfinite(out["c"]) | ~jnp.all(jnp.isfinite(out["U"]))
     U_final = jnp.where(nonfinite_end, out["U_prev"], out["U"])
@@ -428,6 +493,9 @@ def _descend_impl(
         U=U_final,
         result=result,
         diverged_at=out["diverged_at"],
+        period=period,
+        amplitude=amplitude,
+        cycle=cycle,
         num_steps=n,
         num_gradients=n + 1,
         num_hvp=out["hvp"],
@@ -439,7 +507,7 @@ def _descend_impl(
     )
 
 
-_descend_jit = jax.jit(_descend_impl, static_argnums=(4, 6, 7, 8, 9))
+_descend_jit = jax.jit(_descend_impl, static_argnums=(4, 6, 7, 8, 9, 10))
 _descend_filter_jit = eqx.filter_jit(_descend_impl)
 
 

@@ -48,6 +48,11 @@ class RESULTS(eqx.Enumeration):
         "positive definite), so M^-1 grad E^N is not a descent direction"
     )
     solver_failed = "failed: the ODE solver reported an error (step-size underflow)"
+    oscillating = (
+        "stopped: the iterates settled on a cycle instead of a fixed point (the step is "
+        "past the forward-Euler stability bound, where the fixed point loses stability "
+        "in a flip: see stability.flip)"
+    )
 
 
 #: The statuses that count as success.
@@ -100,7 +105,8 @@ class DivergenceError(ResultError):
 
 class ConvergenceError(ResultError):
     """Raised (with `throw=True`) when a tolerance was not reached: `max_steps`, a
-    stall, an indefinite Newton metric, a failed solver or Newton system."""
+    stall, a cycle (`oscillating`), an indefinite Newton metric, a failed solver or
+    Newton system."""
 
 
 class AbstractResult(eqx.Module):
@@ -111,7 +117,7 @@ class AbstractResult(eqx.Module):
 
     - `status`: the short word, the item's name (`"converged"`, `"completed"`,
       `"max_steps"`, `"diverged"`, `"nonfinite"`, `"stalled"`, `"indefinite"`,
-      `"solver_failed"`, and the extensions' items);
+      `"solver_failed"`, `"oscillating"`, and the extensions' items);
     - `message`: the item's text, followed by what the verb found (where, why);
     - `success`: `status in {"converged", "completed"}`;
     - `to_dict()`: a strict-JSON dictionary (through [`to_json`][flow.to_json]:

@@ -180,6 +180,7 @@ def _analyze(args: argparse.Namespace) -> int:
             U0=U0,
             U0_label=label,
             equivalence_N=args.equivalence_N,
+            flip={"auto": "auto", "always": True, "never": False}[args.flip],
             out=out,
             stage=_stage_display(err),
         )
@@ -242,6 +243,13 @@ def _print_summary(console: Any, doc: dict[str, Any], out: Path) -> None:
                 f"{g(rp['predicted_rate'], '.3g')}, {g(rp['observed_rate'], '.3g')} ({agrees})",
             ),
         ]
+        if rp["period"]:
+            rows.append(("", "cycle: period, half-width", f"{rp['period']}, {g(rp['amplitude'])}"))
+    if doc["flip"] is not None:
+        fl = doc["flip"]
+        rows.append(
+            ("flip", f"at alpha* = {g(fl['alpha'])}", f"{fl['kind']} (c = {fl['coefficient']:.3g})")
+        )
     sweep = doc["equivalence_sweep"]
     worst = max(max(c["costate_vs_autodiff"], c["lemma2"]) for c in sweep)
     rows.append(
@@ -382,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="grid sizes of the gradient-equivalence table; --N is always included "
         "(default: %(default)s)",
+    )
+    an.add_argument(
+        "--flip",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="classify the flip at the step bound (stability.flip: does descent settle on "
+        "a 2-cycle past alpha_max, or leave?): always, never, or auto, when the replay "
+        "met the bound (default: %(default)s)",
     )
     an.add_argument("--out", default="gradflow-out", help="output folder (default: %(default)s)")
     an.add_argument(

@@ -232,10 +232,34 @@ def render_markdown(doc: dict[str, Any]) -> str:
                         "diverged",
                         "no" if rp["diverged_at"] < 0 else f"at iteration {rp['diverged_at']}",
                     ],
+                    [
+                        "settled on a cycle",
+                        "no"
+                        if rp["period"] == 0
+                        else f"period {rp['period']}, half-width {_g(rp['amplitude'])}",
+                    ],
                 ],
             )
         )
         parts.append(_figure(doc, "replay"))
+    if doc["flip"] is not None:
+        fl = doc["flip"]
+        outcome = {
+            "supercritical": "a stable 2-cycle is born, and descent just past the bound "
+            "oscillates on it instead of diverging",
+            "subcritical": "no small cycle survives, and descent just past the bound leaves "
+            "the equilibrium (it diverges or is captured by a distant attractor)",
+            "degenerate": "the normal form's coefficient vanishes to rounding (higher order "
+            "decides)",
+        }[fl["kind"]]
+        parts.append("## Past the step bound: the flip\n")
+        parts.append(
+            f"At $\\alpha^* = 2/\\mu_{{\\max}}$ = {_g(fl['alpha'])} the multiplier "
+            f"$1 - \\alpha\\mu_{{\\max}}$ of the equilibrium crosses $-1$: a flip "
+            f"(period-doubling) bifurcation of descent (`stability.flip`). It is "
+            f"**{fl['kind']}** (normal-form coefficient $c$ = {_g(fl['coefficient'])}): "
+            f"{outcome}.\n"
+        )
     parts.append("## Gradient equivalence (Lemma 2)\n")
     holds = "hold to rounding" if doc["equivalence_holds"] else "**do not hold to rounding**"
     parts.append(

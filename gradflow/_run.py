@@ -78,6 +78,7 @@ def run_analysis(
     U0: flow.RealArrayLike | None = None,
     U0_label: str | None = None,
     equivalence_N: Sequence[int] = EQUIVALENCE_N,
+    flip: bool | str = "auto",
     out: str | Path = "gradflow-out",
     figures: bool = True,
     stage: Callable[[str], AbstractContextManager[Any]] | None = None,
@@ -85,7 +86,9 @@ def run_analysis(
     """The whole `gradflow analyze` run on `problem`, written into `out`.
 
     1. `stability.analyze(flow.shoot(problem, N, scheme), U0, metric=metric,
-       step=step, tol=tol, stop_on=stop_on, max_steps=max_steps, throw=False)`;
+       step=step, tol=tol, stop_on=stop_on, max_steps=max_steps, flip=flip,
+       throw=False)` (with `flip`, the flip at the step bound: `True`, `False` or
+       `"auto"`, when the replay met the bound);
     2. `flow.check_gradients` at `flow.probe_control` for every N in
        `equivalence_N` (the analysis' own check is reused at its N; the others run
        in a second thread while the analysis runs);
@@ -143,6 +146,7 @@ def run_analysis(
                 tol=tol,
                 stop_on=stop_on,
                 max_steps=max_steps,
+                flip=flip,
                 throw=False,
             )
         timings["analysis"] = time.perf_counter() - t0
@@ -161,6 +165,7 @@ def run_analysis(
         equilibrium_tol=_default("equilibrium_tol"),
         k=_default("k"),
         equivalence_N=Ns,
+        flip=flip,
     )
 
     def document(figs: Sequence[dict[str, Any]]) -> dict[str, Any]:

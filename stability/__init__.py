@@ -28,12 +28,19 @@ from ._equilibrium import (
     equilibrium as equilibrium,
 )
 from ._euler import EulerBound as EulerBound, euler_bound as euler_bound
+from ._flip import Flip as Flip, flip as flip
 from ._linearize import (
     DENSE_JACOBIAN_MAX as DENSE_JACOBIAN_MAX,
     Linearization as Linearization,
     linearize as linearize,
 )
 from ._mesh import MeshStudy as MeshStudy, mesh_study as mesh_study
+from ._orbits import OrbitDiagram as OrbitDiagram, orbit_diagram as orbit_diagram
+from ._sharpness import (
+    DENSE_SHARPNESS_MAX as DENSE_SHARPNESS_MAX,
+    Sharpness as Sharpness,
+    sharpness as sharpness,
+)
 from ._spectrum import DENSE_SPECTRUM_MAX as DENSE_SPECTRUM_MAX, spectrum as spectrum
 from ._spectrum_results import (
     Cluster as Cluster,
@@ -59,6 +66,7 @@ __all__ = [
     "classify",
     "Cluster",
     "DENSE_JACOBIAN_MAX",
+    "DENSE_SHARPNESS_MAX",
     "DENSE_SPECTRUM_MAX",
     "Equilibria",
     "equilibria",
@@ -66,6 +74,8 @@ __all__ = [
     "equilibrium",
     "euler_bound",
     "EulerBound",
+    "Flip",
+    "flip",
     "gradient_tolerance",
     "hamiltonian_tolerance",
     "KINDS",
@@ -73,7 +83,11 @@ __all__ = [
     "linearize",
     "mesh_study",
     "MeshStudy",
+    "orbit_diagram",
+    "OrbitDiagram",
     "observed_rate",
+    "Sharpness",
+    "sharpness",
     "SpectralDensity",
     "Spectrum",
     "spectrum",

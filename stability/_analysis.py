@@ -23,6 +23,7 @@ from flow import (
 from ._classify import Classification, classify
 from ._equilibrium import Equilibrium, equilibrium
 from ._euler import EulerBound, euler_bound
+from ._flip import Flip, flip as flip_verb
 from ._linearize import linearize
 from ._spectrum import spectrum
 from ._spectrum_results import Spectrum
@@ -76,6 +77,9 @@ class StabilityReport(AbstractResult):
       `flow.probe_control` (Lemma 2);
     - `trajectory`: at the equilibrium, the grid `t`, `controls`, `states`,
       `costates` (user state, no running-cost component) and `hamiltonian_gradient`;
+    - `flip`: the [`Flip`][stability.Flip] at the step bound (where descent's fixed
+      point loses stability, and whether a stable 2-cycle is born there or descent
+      leaves), without its cycle; None when not computed (see `analyze`'s `flip`);
     - `warnings`: what is doubtful about the chosen step for this metric;
     - `verdict`: the finding in one sentence; `shooting`.
 
@@ -99,6 +103,7 @@ class StabilityReport(AbstractResult):
     agrees: bool | None
     equivalence: flow.GradientCheck | None
     trajectory: dict[str, Any]
+    flip: Flip | None
     warnings: tuple[str, ...]
     verdict: str
     shooting: flow.AbstractShooting
@@ -151,6 +156,7 @@ class StabilityReport(AbstractResult):
             replay=replay,
             equivalence=None if self.equivalence is None else self.equivalence.to_dict(),
             trajectory=self.trajectory,
+            flip=None if self.flip is None else _flip_record(self.flip),
         )
 
     def summary(self) -> str:
@@ -182,6 +188,18 @@ class StabilityReport(AbstractResult):
                 f"predicted {format_number(self.predicted_rate)}, observed "
                 f"{format_number(self.observed_rate)}{agree}"
             )
+        if self.flip is not None:
+            lines.append(
+                f"flip at alpha* = {self.flip.alpha:.6g}: {self.flip.kind} (c = "
+                f"{self.flip.coefficient:.4g}): past the bound descent "
+                + (
+                    "settles on a stable 2-cycle"
+                    if self.flip.kind == "supercritical"
+                    else "leaves the equilibrium"
+                    if self.flip.kind == "subcritical"
+                    else "is decided by higher order"
+                )
+            )
         if self.equivalence is not None:
             lines.append(
                 f"Lemma 2: |grad - h dH/du| / |grad| = {self.equivalence.lemma2:.1e}; "
@@ -192,6 +210,36 @@ class StabilityReport(AbstractResult):
 
     def _summary(self) -> str:
         return f"{self.problem}, N={self.N}, {self.metric}: {self.verdict}"
+
+
+def _flip_record(result: Flip) -> dict[str, Any]:
+    """The results document's `flip`: the location, kind and coefficient."""
+    return dict(
+        kind=result.kind,
+        alpha=result.alpha,
+        mu_max=result.mu_max,
+        coefficient=result.coefficient,
+        message=result.message,
+    )
+
+
+def _flip_at(sh, eq, cls, metric, bound, flip, alpha, trace) -> Flip | None:
+    """`stability.flip` without its cycle, when asked (`flip=True`) or, with "auto",
+    when the replay met the bound: a constant step at or past alpha_max, or a replay
+    that oscillated or diverged. Only where it applies: an unbounded problem, a
+    diagonal metric, an asymptotically stable minimiser."""
+    if flip is False or eq.bounded or bound.alpha_max is None:
+        return None
+    if not isinstance(metric, metrics.AbstractDiagonalMetric):
+        return None
+    if cls.kind != "asymptotically stable":
+        return None
+    if flip == "auto":
+        past = alpha is not None and alpha >= bound.alpha_max
+        left = trace is not None and trace.status in ("oscillating", "diverged")
+        if not (past or left):
+            return None
+    return flip_verb(sh, eq, metric=metric, cycle=False)
 
 
 def _trajectory(shooting: flow.AbstractShooting, eq: Equilibrium) -> dict[str, Any]:
@@ -287,6 +335,7 @@ def analyze(
     max_steps: int = 20_000,
     equilibrium_tol: float = 1e-10,
     k: int = 6,
+    flip: bool | str = "auto",
     throw: bool = True,
 ) -> StabilityReport:
     r"""The whole analysis of the optimizer $U \leftarrow U - \alpha M^{-1}\nabla E^N$ on
@@ -304,7 +353,9 @@ def analyze(
     5. the replay: `flow.descend` from `U0` with the step, to `tol` on `stop_on`
        within `max_steps`, the observed linear rate fitted from its residuals, and
        whether it agrees with $\rho(\alpha)$ (log-rates within 10%);
-    6. the gradient-equivalence check (Lemma 2) at a smooth probe control.
+    6. the gradient-equivalence check (Lemma 2) at a smooth probe control;
+    7. the flip at the bound ([`flip`][stability.flip], without its cycle): is a
+       stable 2-cycle born past $\alpha_{\max}$, or does descent leave?
 
     **Arguments:** `shooting`; `U0`; `metric` (a metric or its name); `step`:
     `"optimal"` ($\alpha_{opt}$, or $\alpha_{max}/2$ for a complex spectrum),
@@ -312,7 +363,12 @@ def analyze(
     refused for other metrics), `"armijo"` or `"lbfgs"` (line searches: no predicted
     rate), a positive number (a warning when it is outside the Euler bound), or None
     / `"none"` (no replay); `tol`, `stop_on`, `max_steps`: the replayed optimizer's
-    stopping rule; `equilibrium_tol`; `k` eigenvalues at each end; `throw`: raise
+    stopping rule; `equilibrium_tol`; `k` eigenvalues at each end; `flip`: compute
+    step 7 always (`True`), never (`False`), or (`"auto"`, the default) when the
+    replay met the bound (a constant step at or past $\alpha_{\max}$, or a replay
+    that oscillated or diverged); it needs an unbounded problem, a diagonal metric
+    and a stable minimiser, and costs a dense Hessian (or Lanczos) and third and
+    fourth derivatives along one vector; `throw`: raise
     [`flow.ConvergenceError`][flow.ConvergenceError] (carrying the report) when no
     equilibrium was found.
 
@@ -372,6 +428,9 @@ def analyze(
     # at a smooth non-trivial control: at U* the gradient is ~0 and relative
     # differences would only measure rounding
     check = flow.check_gradients(sh) if isinstance(sh, Shooting) else None
+    if not (isinstance(flip, bool) or flip == "auto"):
+        raise ValueError(f"`flip` must be True, False or 'auto'; got {flip!r}.")
+    flip_result = _flip_at(sh, eq, cls, metric, bound, flip, alpha, trace)
     verdict = _verdict(eq, cls, bound, alpha, step_rule, trace, agrees)
     out = StabilityReport(
         problem=getattr(getattr(sh, "problem", None), "name", type(sh).__name__),
@@ -391,6 +450,7 @@ def analyze(
         agrees=agrees,
         equivalence=check,
         trajectory=_trajectory(sh, eq),
+        flip=flip_result,
         warnings=tuple(warnings),
         verdict=verdict,
         shooting=sh,
@@ -407,6 +467,7 @@ _REPLAY = {
     "max_steps": "stopped at max_steps before the tolerance",
     "diverged": "diverged",
     "nonfinite": "could not start (non-finite cost)",
+    "oscillating": "settled on a cycle (past the flip at the bound)",
 }
 
 

@@ -89,6 +89,23 @@ def test_analyze_json_prints_the_document(tmp_path, capsys):
         assert doc["tolerance"][key] == pytest.approx(report.tolerance[key], rel=1e-14)
 
 
+def test_analyze_past_the_bound_reports_the_cycle_and_the_flip(tmp_path, capsys):
+    """`gradflow analyze --step` past alpha_max: the replay's status is `oscillating`
+    with its period, the flip's kind is in the summary, results.json (valid against
+    the schema, as load_results checks) and report.md; `--flip never` leaves it out."""
+    argv = ["analyze", *SMALL, "--step", "1.5", "--out", str(tmp_path / "past")]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "oscillating" in out and "supercritical" in out
+    doc = gradflow.load_results(tmp_path / "past" / "results.json")
+    assert doc["replay"]["status"] == "oscillating" and doc["replay"]["period"] == 2
+    assert doc["flip"]["kind"] == "supercritical" and doc["settings"]["flip"] == "auto"
+    assert "## Past the step bound: the flip" in (tmp_path / "past" / "report.md").read_text()
+    argv = ["analyze", *SMALL, "--step", "1.5", "--flip", "never", "--out", str(tmp_path / "n")]
+    assert main(argv) == 0
+    assert gradflow.load_results(tmp_path / "n" / "results.json")["flip"] is None
+
+
 def test_problems_lists_builtins(capsys):
     assert main(["problems"]) == 0
     out = capsys.readouterr().out

@@ -22,10 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 #: - the heaviest two (26 s and 14 s of the quick run's 92 s on this machine), whose
 #:   computations the default run tests elsewhere (tests/test_adaptive.py,
 #:   tests/test_indirect.py);
-#: - three whose own test files compute the quick figure's data and draw it
+#: - four whose own test files compute the quick figure's data and draw it
 #:   (`draw(data, out)`: tests/test_unstable_flows.py, tests/test_basin_figure.py,
-#:   tests/test_depth.py), so that the default run does not compute it twice.
-QUICK_IN_SLOW_RUN = ("adaptive_grid", "costates", "unstable_flows", "basin", "depth")
+#:   tests/test_depth.py, tests/test_sharpness.py), so that the default run does not
+#:   compute it twice.
+QUICK_IN_SLOW_RUN = (
+    "adaptive_grid", "costates", "unstable_flows", "basin", "depth", "sharpness",
+)  # fmt: skip
 
 
 def test_figures_list_the_modules():

@@ -78,7 +78,7 @@ def test_one_results_hierarchy():
     base = set(flow.RESULTS._name_to_item)
     assert base == {
         "converged", "completed", "max_steps", "diverged", "nonfinite", "stalled",
-        "indefinite", "solver_failed",
+        "indefinite", "solver_failed", "oscillating",
     }  # fmt: skip
     # the indirect side extends it (optimistix style), it does not duplicate it
     assert issubclass(indirect.RESULTS, flow.RESULTS)

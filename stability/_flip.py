@@ -1,0 +1,494 @@
+r"""The flip (period-doubling) bifurcation of gradient descent at forward Euler's bound.
+
+Descent with a constant step, $F_\alpha(U) = U - \alpha M^{-1}\nabla E^N(U)$ (37), has
+the equilibrium $U^*$ as a fixed point with Jacobian $A = I - \alpha M^{-1}H$,
+$H = \nabla^2 E^N(U^*)$. With $\mu_{\max}$ the largest eigenvalue of $M^{-1}H$, the
+multiplier $1 - \alpha\mu_{\max}$ crosses $-1$ at $\alpha^* = 2/\mu_{\max}$
+(`stability.euler_bound`'s `alpha_max` at a minimiser): a flip. Which flip it is
+follows from the normal form on the centre manifold (Kuznetsov, *Elements of Applied
+Bifurcation Theory*, 3rd ed., eq. (5.74)): with $q$ the critical eigenvector ($Aq = -q$),
+$p$ the adjoint one ($A^\top p = -p$, $\langle p, q\rangle = 1$), $B$ and $C$ the second
+and third derivatives of $F$,
+
+$$c = \tfrac16\langle p, C(q,q,q)\rangle - \tfrac12\langle p, B(q,(A - I)^{-1}B(q,q))\rangle.$$
+
+For $F_\alpha$ and a symmetric metric, normalising $q^\top M q = 1$ (then $p = Mq$),
+$B(u, v) = -\alpha M^{-1}D^3E^N[u, v]$, $C = -\alpha M^{-1}D^4E^N$ and
+$(A - I)^{-1} = -H^{-1}M/\alpha$, so
+
+$$c = \alpha^*\Bigl(\tfrac12\,t^\top H^{-1}t - \tfrac16\,D^4E^N[q,q,q,q]\Bigr),
+\qquad t = D^3E^N[q, q].$$
+
+On the centre manifold the map is $\eta \mapsto -(1 + \beta)\eta + c\eta^3 + \dots$ with
+$\beta = \alpha\mu_{\max} - 2 = 2(\alpha/\alpha^* - 1)$. For $c > 0$ the flip is
+*supercritical*: past $\alpha^*$ a stable 2-cycle $U^* \pm \eta q + O(\eta^2)$,
+$\eta = \sqrt{\beta/c}$, is born, and descent settles on it. For $c < 0$ it is
+*subcritical*: an unstable 2-cycle exists below $\alpha^*$ and nothing small is left
+above it; descent leaves the neighbourhood (it diverges, or is captured by a distant
+attractor). (One-dimensional check: $f(x) = -x + ax^2 + bx^3$ gives $c = a^2 + b$.)
+
+The 2-cycle itself, at a given $\alpha > \alpha^*$, is the fixed point of the two-step
+map: $G(V) = F_\alpha(F_\alpha(V)) - V = 0$, solved by Newton, continued in the
+step from just past $\alpha^*$ (where $U^* + \eta q$ is a close start) out to
+$\alpha$ (Newton-Krylov with GMRES on Hessian-vector products for large $N$,
+a dense Jacobian for small $N$); its stability is the largest modulus of the
+eigenvalues of $DF_\alpha(V_2)DF_\alpha(V_1)$, $DF_\alpha(V) = I - \alpha M^{-1}
+\nabla^2E^N(V)$.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Float
+
+import flow
+from flow import AbstractRecord, format_number
+from flow.metrics import AbstractDiagonalMetric, as_metric
+from flow.validation import positive_float, positive_int
+
+from ._spectrum import DENSE_SPECTRUM_MAX
+
+
+#: Relative size of |c| below which the flip is reported `degenerate`.
+DEGENERATE_RTOL = 1e-8
+
+KINDS = ("supercritical", "subcritical", "degenerate")
+
+
+class Flip(AbstractRecord):
+    r"""The flip of gradient descent at forward Euler's bound, from
+    [`flip`][stability.flip].
+
+    **Fields:**
+
+    - `alpha`: $\alpha^* = 2/\mu_{\max}$, where the multiplier $1 - \alpha\mu_{\max}$
+      of the fixed point $U^*$ crosses $-1$ (equal to
+      [`euler_bound`][stability.euler_bound]'s `alpha_max` at a minimiser);
+      `mu_max`: the largest eigenvalue of $M^{-1}\nabla^2E^N(U^*)$.
+    - `kind`: `"supercritical"` ($c > 0$: a stable 2-cycle is born past $\alpha^*$),
+      `"subcritical"` ($c < 0$: descent leaves the neighbourhood past $\alpha^*$) or
+      `"degenerate"` ($|c| \le 10^{-8}$ of its terms' size: higher order decides).
+    - `coefficient`: $c$, the normal-form coefficient (for $q^\top Mq = 1$);
+      `third`: $\tfrac12 t^\top H^{-1} t$ and `fourth`: $\tfrac16 D^4E^N[q^4]$, its two
+      parts ($c = \alpha^*(\text{third} - \text{fourth})$).
+    - `eigenvector`: $q$, shape (N, m), $q^\top Mq = 1$, largest component positive.
+    - `cycle_alpha`: the step at which the 2-cycle was computed (None when it was
+      not); `cycle`: its two points $V_1, V_2 = F(V_1)$, shape (2, N, m), $V_1$ the
+      one on the side of $+q$; `cycle_multiplier`: the largest modulus of the
+      eigenvalues of $DF(V_2)DF(V_1)$; `cycle_stable`: whether it is below 1;
+      `cycle_residual`: $\|F(F(V_1)) - V_1\|_\infty$; `amplitude`:
+      $\|V_1 - V_2\|_\infty/2$ (the half-width [`descend`][flow.descend] reports);
+      `predicted_amplitude`: $\eta\|q\|_\infty$, $\eta = \sqrt{\beta/c}$,
+      $\beta = 2(\alpha/\alpha^* - 1)$ (leading order).
+    - `metric`: the metric's name; `num_hvp`: Hessian-vector products used (0 on the
+      dense path); `note`: why the default 2-cycle is missing, when it is (the
+      continuation in the step did not reach it), else empty.
+    """
+
+    alpha: float
+    mu_max: float
+    kind: str
+    coefficient: float
+    third: float
+    fourth: float
+    eigenvector: Float[np.ndarray, "N m"]
+    cycle_alpha: float | None
+    cycle: Float[np.ndarray, "2 N m"] | None
+    cycle_multiplier: float | None
+    cycle_stable: bool | None
+    cycle_residual: float | None
+    amplitude: float | None
+    predicted_amplitude: float | None
+    metric: str
+    num_hvp: int
+    note: str
+
+    _arrays = ("eigenvector", "cycle")
+
+    def predicted_cycle_amplitude(self, alpha: float) -> float | None:
+        r"""$\eta\|q\|_\infty$ with $\eta = \sqrt{\beta/c}$, $\beta = 2(\alpha/\alpha^* - 1)$:
+        the leading-order half-width of the 2-cycle at step `alpha` (supercritical,
+        $\alpha > \alpha^*$; None otherwise)."""
+        alpha = positive_float(alpha, "alpha")
+        beta = 2.0 * (alpha / self.alpha - 1.0)
+        if self.kind != "supercritical" or beta <= 0:
+            return None
+        return math.sqrt(beta / self.coefficient) * float(np.max(np.abs(self.eigenvector)))
+
+    def _details(self) -> str:
+        where = f"at alpha = {self.alpha:.6g} (= 2/mu_max, mu_max = {self.mu_max:.6g})"
+        if self.kind == "supercritical":
+            text = (
+                f"Supercritical flip {where}: past it descent settles on a stable 2-cycle "
+                f"of half-width about sqrt(2 (alpha/alpha* - 1)/c) max|q| (c = "
+                f"{self.coefficient:.4g})"
+            )
+        elif self.kind == "subcritical":
+            text = (
+                f"Subcritical flip {where} (c = {self.coefficient:.4g}): past it no small "
+                f"cycle exists, and descent leaves the equilibrium (it diverges or is "
+                f"captured by a distant attractor)"
+            )
+        else:
+            text = f"Degenerate flip {where}: c is zero to rounding; higher order decides"
+        if self.note:
+            text += f". {self.note[0].upper()}{self.note[1:]}"
+        if self.cycle is not None:
+            text += (
+                f". At alpha = {self.cycle_alpha:.6g} the 2-cycle has half-width "
+                f"{self.amplitude:.4g} and multiplier {self.cycle_multiplier:.4g} "
+                f"({'stable' if self.cycle_stable else 'unstable'})"
+            )
+        return text
+
+    def _summary(self) -> str:
+        return (
+            f"{self.kind} at alpha={format_number(self.alpha, '.6g')}, "
+            f"c={format_number(self.coefficient, '.4g')}"
+            + ("" if self.amplitude is None else f", 2-cycle half-width {self.amplitude:.4g}")
+        )
+
+
+def flip(
+    shooting: flow.AbstractShooting,
+    U_star: Any,
+    *,
+    metric: Any = "hamiltonian",
+    alpha: float | None = None,
+    cycle: bool = True,
+    tol: float = 1e-12,
+    max_steps: int = 50,
+    dense: bool | None = None,
+) -> Flip:
+    r"""Locate and classify the flip of descent at forward Euler's bound, and compute
+    the 2-cycle born in a supercritical flip.
+
+    The formulas are in this module's docstring: $\alpha^* = 2/\mu_{\max}$ with
+    $\mu_{\max}$ the largest eigenvalue of $M^{-1}\nabla^2E^N(U^*)$, and the
+    normal-form coefficient $c = \alpha^*(\tfrac12 t^\top H^{-1}t -
+    \tfrac16 D^4E^N[q^4])$, $t = D^3E^N[q, q]$, from third and fourth derivatives of
+    $E^N$ along $q$ (forward-mode derivatives of the Hessian-vector product).
+
+    **Arguments:**
+
+    - `shooting`: the discretisation ([`flow.shoot`][flow.shoot]), unbounded.
+    - `U_star`: a minimiser of $E^N$ (an array (N, m) or a
+      [`stability.Equilibrium`][stability.Equilibrium]); $H$ must be positive definite.
+    - `metric`: a diagonal metric (`"identity"`, `"hamiltonian"`, a
+      `flow.metrics.Diagonal`), object or name.
+    - `alpha`: the step at which to compute the 2-cycle: default $1.02\,\alpha^*$
+      for a supercritical flip, none for the others; a value $\le \alpha^*$ is
+      refused for a supercritical flip (there is no small cycle there).
+    - `cycle`: compute the 2-cycle (default); `False` gives the location and the kind
+      only (no Newton on the two-step map).
+    - `tol`: Newton on the two-step map stops at $\|F(F(V)) - V\|_\infty \le$
+      `tol` $\cdot\max(1, \|V\|_\infty)$; `max_steps`: its iteration limit.
+    - `dense`: force the dense (`True`) or matrix-free (`False`) path; default dense
+      when $Nm \le$ `DENSE_SPECTRUM_MAX`.
+
+    **Returns:** a [`Flip`][stability.Flip].
+    """
+    import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
+
+    U_star, metric, d = checked(shooting, U_star, metric, "the flip")
+    tol = positive_float(tol, "tol")
+    max_steps = positive_int(max_steps, "max_steps")
+    size = U_star.size
+    dense = size <= DENSE_SPECTRUM_MAX if dense is None else bool(dense)
+    shape = U_star.shape
+    count = [0]
+
+    def hvp_host(U, v):
+        count[0] += 1
+        return np.array(_hvp(shooting, U, jnp.asarray(v.reshape(shape)))).reshape(-1)
+
+    mu_max, q, H = critical(shooting, U_star, d, dense, count)
+    alpha_star = 2.0 / mu_max
+    qU = jnp.asarray(q.reshape(shape))
+
+    t, d4 = _along(shooting, U_star, qU)
+    t_flat = np.asarray(t).reshape(-1)
+    d4 = float(d4)
+    if dense:
+        w_sol = np.linalg.solve(H, t_flat)
+    else:
+        H_op = spla.LinearOperator(
+            (size, size), matvec=lambda x: hvp_host(U_star, x), dtype=np.float64
+        )
+        w_sol, info = spla.cg(H_op, t_flat, rtol=1e-12, maxiter=10 * size)
+        if info != 0:
+            raise RuntimeError(f"flip: CG on H w = t did not converge (info {info}).")
+    third = 0.5 * float(t_flat @ w_sol)
+    fourth = d4 / 6.0
+    c = alpha_star * (third - fourth)
+    scale = alpha_star * (abs(third) + abs(fourth))
+    if abs(c) <= DEGENERATE_RTOL * scale:
+        kind = "degenerate"
+    else:
+        kind = "supercritical" if c > 0 else "subcritical"
+
+    want_cycle = cycle
+    cycle = multiplier = stable = residual = amplitude = predicted = None
+    cycle_alpha, note = None, ""
+    if want_cycle and (alpha is not None or kind == "supercritical"):
+        cycle_alpha = 1.02 * alpha_star if alpha is None else positive_float(alpha, "alpha")
+        if kind != "supercritical":
+            raise ValueError(
+                f"`alpha`: the flip is {kind}; no small 2-cycle is born past alpha* = "
+                f"{alpha_star:.6g}, so none is computed (pass alpha=None)."
+            )
+        if not cycle_alpha > alpha_star:
+            raise ValueError(
+                f"`alpha` must be above the flip's alpha* = {alpha_star:.6g} for the "
+                f"2-cycle of a supercritical flip; got {cycle_alpha}."
+            )
+        beta = 2.0 * (cycle_alpha / alpha_star - 1.0)
+        eta = math.sqrt(beta / c)
+        predicted = eta * float(np.max(np.abs(q)))
+        try:
+            cycle, residual, multiplier = _two_cycle(
+                shooting, metric, U_star, qU, c, alpha_star, cycle_alpha, tol, max_steps,
+                dense, count,
+            )  # fmt: skip
+        except RuntimeError as err:
+            if alpha is not None:
+                raise RuntimeError(f"flip: no 2-cycle found: {err}.") from None
+            note = f"no 2-cycle found at the default alpha = 1.02 alpha*: {err}"
+        else:
+            stable = multiplier < 1.0
+            amplitude = float(np.max(np.abs(cycle[0] - cycle[1]))) / 2.0
+    return Flip(
+        alpha=alpha_star,
+        mu_max=mu_max,
+        kind=kind,
+        coefficient=c,
+        third=third,
+        fourth=fourth,
+        eigenvector=q.reshape(shape),
+        cycle_alpha=cycle_alpha,
+        cycle=cycle,
+        cycle_multiplier=multiplier,
+        cycle_stable=stable,
+        cycle_residual=residual,
+        amplitude=amplitude,
+        predicted_amplitude=predicted,
+        metric=type(metric).__name__.lower(),
+        num_hvp=count[0],
+        note=note,
+    )
+
+
+def checked(
+    shooting: Any, U_star: Any, metric: Any, what: str
+) -> tuple[Any, AbstractDiagonalMetric, np.ndarray]:
+    """The arguments of `flip` and `orbit_diagram`, checked: (U*, the metric, its
+    diagonal d, flattened)."""
+    if not isinstance(shooting, flow.AbstractShooting):
+        raise TypeError(f"`shooting` must be a flow shooting (flow.shoot); got {shooting!r}.")
+    if getattr(shooting, "bounds", None) is not None:
+        raise ValueError(
+            f"`shooting` has control bounds: {what} of projected descent is not "
+            f"implemented (the unbounded map's normal form does not apply at active bounds)."
+        )
+    U_star = getattr(U_star, "U", U_star)
+    U_star = type(shooting).check_controls(shooting, U_star, "U_star")
+    metric = as_metric(metric)
+    if not isinstance(metric, AbstractDiagonalMetric):
+        raise ValueError(
+            f"`metric` must be a diagonal metric (identity, hamiltonian, Diagonal); got "
+            f"{type(metric).__name__}: {what} here uses M^-1 H similar to a symmetric "
+            f"matrix."
+        )
+    d = np.asarray(metric.diagonal(shooting), np.float64).reshape(-1)
+    return U_star, metric, d
+
+
+def critical(
+    shooting: flow.AbstractShooting, U_star: Any, d: np.ndarray, dense: bool, count: list
+) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """The top eigenpair of M^-1 H at a minimiser (M = diag(d)), through the symmetric
+    S = D^-1/2 H D^-1/2: (mu_max, q with q^T M q = 1 and largest component positive,
+    the dense H or None). Raises naming `U_star` when H is not positive definite."""
+    import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
+
+    shape, size = U_star.shape, U_star.size
+
+    def hvp_host(U, v):
+        count[0] += 1
+        return np.array(_hvp(shooting, U, jnp.asarray(v.reshape(shape)))).reshape(-1)
+
+    s = 1.0 / np.sqrt(d)
+    H = None
+    if dense:
+        H = np.asarray(_hessian(shooting, U_star)).reshape(size, size)
+        H = 0.5 * (H + H.T)
+        w, V = np.linalg.eigh(s[:, None] * H * s[None, :])
+        mu_max, v = float(w[-1]), V[:, -1]
+        mu_min = float(w[0])
+    else:
+        op = spla.LinearOperator(
+            (size, size), matvec=lambda x: s * hvp_host(U_star, s * x), dtype=np.float64
+        )
+        w, V = spla.eigsh(op, k=1, which="LA", tol=1e-13)
+        mu_max, v = float(w[0]), V[:, 0]
+        mu_min = float(spla.eigsh(op, k=1, which="SA", tol=1e-10, return_eigenvectors=False)[0])
+    if not mu_min > 0:
+        raise ValueError(
+            f"`U_star`: the Hessian of E^N there is not positive definite (smallest "
+            f"eigenvalue of M^-1 H {mu_min:.3e}): the flip is a bifurcation of a stable "
+            f"fixed point of descent, which needs a minimiser."
+        )
+    q = s * v
+    q = q / math.sqrt(float(q @ (d * q)))
+    if q[np.argmax(np.abs(q))] < 0:
+        q = -q
+    return mu_max, q, H
+
+
+def _two_cycle(shooting, metric, U_star, q, c, alpha_star, alpha, tol, max_steps, dense, count):
+    """The 2-cycle at `alpha`: Newton on G(V) = F(F(V)) - V, continued in the step
+    from just past the flip (beta = 2 (alpha/alpha* - 1) halved until <= 1e-4, where
+    the leading-order U* + sqrt(beta/c) q is a close start) out to `alpha`, each
+    start scaled from the previous cycle by sqrt(beta_new/beta_old). Returns (the
+    two points, the final residual, the largest multiplier modulus of the cycle)."""
+    import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
+
+    shape = U_star.shape
+    size = U_star.size
+    sm = (shooting, metric)
+
+    def G_jit(V, a):
+        return _two_step_residual(*sm, V, a)
+
+    def F_jit(V, a):
+        return _step(*sm, V, a)
+
+    def jvp_G(V, W, a):
+        return _two_step_jvp(*sm, V, W, a)
+
+    def jac_G(V, a):
+        return _two_step_jacobian(*sm, V, a)
+
+    beta_end = 2.0 * (alpha / alpha_star - 1.0)
+    betas = [beta_end]
+    while betas[-1] > 1e-4:
+        betas.append(betas[-1] / 2.0)
+    betas.reverse()
+    V = U_star + math.sqrt(betas[0] / c) * q
+    beta_prev = betas[0]
+    for beta in betas:
+        V = U_star + (V - U_star) * math.sqrt(beta / beta_prev)
+        beta_prev = beta
+        a = jnp.asarray(alpha_star * (1.0 + beta / 2.0))
+        r = G_jit(V, a)
+        for _ in range(max_steps):
+            scale = max(1.0, float(jnp.max(jnp.abs(V))))
+            if float(jnp.max(jnp.abs(r))) <= tol * scale:
+                break
+            rf = np.asarray(r).reshape(-1)
+            if dense:
+                J = np.asarray(jac_G(V, a)).reshape(size, size)
+                step = np.linalg.solve(J, -rf)
+            else:
+                op = spla.LinearOperator(
+                    (size, size),
+                    matvec=lambda x, V=V, a=a: _counted(
+                        count, 4, jvp_G(V, jnp.asarray(x.reshape(shape)), a)
+                    ),
+                    dtype=np.float64,
+                )
+                step, info = spla.gmres(op, -rf, rtol=1e-10, restart=50, maxiter=20)
+            V = V + jnp.asarray(step.reshape(shape))
+            r = G_jit(V, a)
+        residual = float(jnp.max(jnp.abs(r)))
+        scale = max(1.0, float(jnp.max(jnp.abs(V))))
+        where = f"at alpha = {float(a):.8g} (alpha/alpha* - 1 = {beta / 2:.3g})"
+        if not residual <= tol * scale:
+            raise RuntimeError(
+                f"Newton on the two-step map did not reach tol {tol:g} in {max_steps} "
+                f"steps {where} (residual {residual:.3e})"
+            )
+        V2 = F_jit(V, a)
+        if float(jnp.max(jnp.abs(V - V2))) <= math.sqrt(tol) * scale:
+            raise RuntimeError(f"Newton on the two-step map fell back to the fixed point {where}")
+    if float(jnp.vdot(V2 - V, q)) > 0:  # V1: the point on the side of +q
+        V, V2 = V2, V
+    mult = _cycle_multiplier(sm, a, V, dense, size, shape, count)
+    return np.stack([np.asarray(V), np.asarray(V2)]), residual, mult
+
+
+def _counted(count, n, value):
+    count[0] += n
+    return np.array(value).reshape(-1)
+
+
+def _cycle_multiplier(sm, a, V, dense, size, shape, count) -> float:
+    """max |eig(DF(F(V)) DF(V))| (the Jacobian of G plus I): dense, or ARPACK on the
+    product operator."""
+    import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
+
+    if dense:
+        J = np.asarray(_two_step_jacobian(*sm, V, a)).reshape(size, size) + np.eye(size)
+        return float(np.max(np.abs(np.linalg.eigvals(J))))
+
+    def product(x):
+        W = jnp.asarray(x.reshape(shape))
+        return _counted(count, 4, _two_step_jvp(*sm, V, W, a) + W)
+
+    op = spla.LinearOperator((size, size), matvec=product, dtype=np.float64)
+    vals = spla.eigs(op, k=1, which="LM", tol=1e-10, return_eigenvectors=False)
+    return float(np.max(np.abs(vals)))
+
+
+# Compiled once per problem and metric (their pytree structure), not per call.
+
+
+@eqx.filter_jit
+def _hvp(sh, U, V):
+    return jax.jvp(lambda X: jax.grad(type(sh).objective, argnums=1)(sh, X), (U,), (V,))[1]
+
+
+@eqx.filter_jit
+def _hessian(sh, U):
+    return jax.hessian(type(sh).objective, argnums=1)(sh, U)
+
+
+@eqx.filter_jit
+def _along(sh, U, q):
+    """t = D^3 E^N(U)[q, q] and D^4 E^N(U)[q, q, q, q], by forward mode along q."""
+
+    def t_of(X):
+        return jax.jvp(lambda Y: jax.grad(type(sh).objective, argnums=1)(sh, Y), (X,), (q,))[1]
+
+    t = jax.jvp(t_of, (U,), (q,))[1]
+    fourth = jax.jvp(lambda X: jax.jvp(t_of, (X,), (q,))[1], (U,), (q,))[1]
+    return t, jnp.vdot(fourth, q)
+
+
+def _F(sh, metric, V, a):
+    G = jax.grad(type(sh).objective, argnums=1)(sh, V)
+    return V - a * metric.solve(sh, V, G).direction
+
+
+def _G(sh, metric, V, a):
+    return _F(sh, metric, _F(sh, metric, V, a), a) - V
+
+
+_step = eqx.filter_jit(_F)
+_two_step_residual = eqx.filter_jit(_G)
+
+
+@eqx.filter_jit
+def _two_step_jvp(sh, metric, V, W, a):
+    return jax.jvp(lambda X: _G(sh, metric, X, a), (V,), (W,))[1]
+
+
+@eqx.filter_jit
+def _two_step_jacobian(sh, metric, V, a):
+    return jax.jacfwd(lambda X: _G(sh, metric, X, a))(V)
