@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as validation
+from ._costs import ControlPenalty
 from ._custom_types import Real, RealArrayLike
+from ._mechanical import cart_pole, double_integrator, unicycle
 from ._problem import OptimalControlProblem
 
 
@@ -23,16 +25,6 @@ def _scalar_endpoint(x):
     return 0.5 * (x[0] - 1.0) ** 2
 
 
-class _ControlPenalty(eqx.Module):
-    """L(x, u) = weight/2 |u|^2, comparable by value (problems built with the same
-    weight share compiled code)."""
-
-    weight: float
-
-    def __call__(self, x, u):
-        return 0.5 * self.weight * jnp.sum(u**2)
-
-
 def _penalised_scalar(f, E, rho: float, default_rho: float, name: str) -> OptimalControlProblem:
     """x' = f(x, u), x(0) = 0 on [0, 1], cost E(x(1)) + int rho/2 u^2 (n = m = 1);
     named `name`, with rho in the name when it is not the default."""
@@ -42,7 +34,7 @@ def _penalised_scalar(f, E, rho: float, default_rho: float, name: str) -> Optima
         x0=[0.0],
         t0=0.0,
         tf=1.0,
-        running_cost=_ControlPenalty(rho),
+        running_cost=ControlPenalty(rho),
         control_dim=1,
         name=name if rho == default_rho else f"{name}(rho={rho:g})",
     )
@@ -268,84 +260,6 @@ def _van_der_pol_bounded() -> OptimalControlProblem:
     return van_der_pol(control_bounds=(-0.3, 1.0))
 
 
-def _cart_pole_dynamics(x, u):
-    mc, mp, l, g = 1.0, 0.1, 0.5, 9.81
-    th, pd, thd = x[1], x[2], x[3]
-    s, c = jnp.sin(th), jnp.cos(th)
-    den = mc + mp * s**2
-    pdd = (u[0] + mp * s * (l * thd**2 + g * c)) / den
-    thdd = (-u[0] * c - mp * l * thd**2 * c * s - (mc + mp) * g * s) / (l * den)
-    return jnp.stack([pd, thd, pdd, thdd])
-
-
-class _TargetPenalty(eqx.Module):
-    """E(x) = weight/2 |x - target|^2, comparable by value."""
-
-    weight: float
-    target: tuple[float, ...]
-
-    def __call__(self, x):
-        return 0.5 * self.weight * jnp.sum((x - jnp.asarray(self.target)) ** 2)
-
-
-def cart_pole(
-    T: Real = 2.0, terminal_weight: float = 100.0, control_weight: float = 0.01
-) -> OptimalControlProblem:
-    r"""Cart-pole swing-up with a terminal penalty (n = 4, m = 1).
-
-    State $x = (p, \theta, \dot p, \dot\theta)$ with $\theta = 0$ hanging down
-    and $\theta = \pi$ upright; force $u$ on the cart; cart mass 1, pole mass
-    0.1, pole length 0.5, $g = 9.81$ (the frictionless model of Barto, Sutton
-    and Anderson, 1983, in the form of Tedrake's *Underactuated Robotics*):
-
-    $\ddot p = \frac{u + m_p \sin\theta (l \dot\theta^2 + g\cos\theta)}
-                    {m_c + m_p \sin^2\theta}$,
-    $\ddot\theta = \frac{-u\cos\theta - m_p l \dot\theta^2 \cos\theta\sin\theta
-                    - (m_c + m_p) g \sin\theta}{l (m_c + m_p \sin^2\theta)}$.
-
-    Cost $\tfrac{w_T}{2} \|x(T) - (0, \pi, 0, 0)\|^2 + \int_0^T \tfrac{w_u}{2} u^2 dt$
-    from rest hanging down. Strongly nonconvex: many local minimisers.
-    """
-    return OptimalControlProblem(
-        _cart_pole_dynamics,
-        _TargetPenalty(
-            validation.positive_float(terminal_weight, "terminal_weight"), (0.0, np.pi, 0.0, 0.0)
-        ),
-        x0=[0.0, 0.0, 0.0, 0.0],
-        t0=0.0,
-        tf=float(T),
-        running_cost=_ControlPenalty(validation.positive_float(control_weight, "control_weight")),
-        control_dim=1,
-        name="cart_pole",
-    )
-
-
-def _unicycle_dynamics(x, u):
-    return jnp.stack([u[0] * jnp.cos(x[2]), u[0] * jnp.sin(x[2]), u[1]])
-
-
-def unicycle(T: Real = 2.0, terminal_weight: float = 10.0) -> OptimalControlProblem:
-    r"""A unicycle (Dubins-type car) steered to a target pose (n = 3, m = 2).
-
-    $\dot p_x = v\cos\theta$, $\dot p_y = v\sin\theta$, $\dot\theta = \omega$ with
-    controls $u = (v, \omega)$, from $(0, 0, 0)$; cost
-    $\tfrac{w_T}{2}\|x(T) - (1, 1, \pi/2)\|^2 + \int_0^T \tfrac12 (v^2 + \omega^2)
-    dt$. Nonlinear in both state and control (bilinear $v\cos\theta$).
-    """
-    return OptimalControlProblem(
-        _unicycle_dynamics,
-        _TargetPenalty(
-            validation.positive_float(terminal_weight, "terminal_weight"), (1.0, 1.0, np.pi / 2)
-        ),
-        x0=[0.0, 0.0, 0.0],
-        t0=0.0,
-        tf=float(T),
-        running_cost=_ControlPenalty(1.0),
-        control_dim=2,
-        name="unicycle",
-    )
-
-
 def _integrator(x, u):
     return u
 
@@ -475,6 +389,10 @@ BUILTIN: dict[str, tuple[Callable[[], OptimalControlProblem], str]] = {
     "double_well": (
         double_well,
         "x' = u, cost (x(1)^2-1)^2/4 + int u^2/4: a saddle at U = 0 and two minimisers",
+    ),
+    "double_integrator": (
+        double_integrator,
+        "double integrator rest-to-rest transfer, n = 2, w/2 |x(1) - (1, 0)|^2 + int u^2/2",
     ),
     "lotka_volterra": (
         lotka_volterra,

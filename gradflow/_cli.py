@@ -80,7 +80,7 @@ _scheme = _named(flow.scheme_from_name, "scheme")
 _metric = _named(flow.metrics.metric_from_name, "metric")
 
 #: `--step` words besides a positive number (the step rules of stability.analyze).
-STEP_WORDS = ("optimal", "hamiltonian", "armijo", "lbfgs", "none")
+STEP_WORDS = ("optimal", "effective", "hamiltonian", "armijo", "lbfgs", "none")
 
 
 def _step(text: str) -> str | float:
@@ -229,7 +229,7 @@ def _print_summary(console: Any, doc: dict[str, Any], out: Path) -> None:
             f"alpha ({doc['step_rule']}), rho(alpha)",
             f"{g(eu['step'])}, {g(eu['rate_at_step'])}",
         ),
-        ("", "predicted iterations", g(eu["iterations_at_step"])),
+        ("", f"worst-case iterations (error x {eu['reduction']:.0e})", g(eu["iterations_at_step"])),
         ("Thm 5.14", f"|grad| <= {tol['tol']:.0e}: |dH/du| <=", f"{tol['tol_over_h']:.1e}"),
         ("", f"|dH/du| <= {tol['tol']:.0e}: |grad| <=", f"{tol['tol_times_h']:.1e}"),
     ]
@@ -243,6 +243,22 @@ def _print_summary(console: Any, doc: dict[str, Any], out: Path) -> None:
                 f"{g(rp['predicted_rate'], '.3g')}, {g(rp['observed_rate'], '.3g')} ({agrees})",
             ),
         ]
+        st = doc["start"]
+        if st is not None:
+            rows.append(
+                (
+                    "",
+                    "iterations: observed, predicted for this start",
+                    f"{rp['num_steps']}, {g(st['iterations_at_step'])}",
+                )
+            )
+            rows.append(
+                (
+                    "",
+                    "effective step, its predicted iterations",
+                    f"{g(st['effective_step'])}, {g(st['iterations_at_effective'])}",
+                )
+            )
         if rp["period"]:
             rows.append(("", "cycle: period, half-width", f"{rp['period']}, {g(rp['amplitude'])}"))
     if doc["flip"] is not None:
@@ -351,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_step,
         default="optimal",
         help="the replayed step: a positive number ALPHA, optimal (alpha_opt, or "
-        "alpha_max/2 for a complex spectrum), hamiltonian (alpha = 1/h, section 6.2; "
+        "alpha_max/2 for a complex spectrum), effective (the fewest iterations predicted "
+        "for this start), hamiltonian (alpha = 1/h, section 6.2; "
         "with --metric identity only), armijo or lbfgs (line searches), none (no "
         "replay) (default: %(default)s)",
     )

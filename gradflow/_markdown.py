@@ -223,11 +223,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
             _table(
                 ["quantity", "value"],
                 [
-                    ["steps", _g(rp["num_steps"])],
+                    ["steps (observed)", _g(rp["num_steps"])],
                     ["final max |∂H/∂u|", _e(rp["hamiltonian_norm"][-1])],
                     ["final E^N", _g(rp["cost"][-1], ".10g")],
                     ["predicted rate ρ(α)", _g(rp["predicted_rate"])],
                     ["observed rate", _g(rp["observed_rate"])],
+                    *_start_rows(doc),
                     [
                         "diverged",
                         "no" if rp["diverged_at"] < 0 else f"at iteration {rp['diverged_at']}",
@@ -296,3 +297,28 @@ def render_markdown(doc: dict[str, Any]) -> str:
 def _n_eigs(sp: dict[str, Any]) -> int:
     e = sp["eigenvalues"]
     return len(e["real"]) if isinstance(e, dict) else len(e)
+
+
+def _start_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """The replay table's rows of the start's own prediction (`doc["start"]`)."""
+    st, eu = doc["start"], doc["euler"]
+    if st is None:
+        return []
+    excited = ", ".join(_g(m, ".4g") for m in st["excited"][:4])
+    more = "" if len(st["excited"]) <= 4 else f" ({len(st['excited'])} in all)"
+    return [
+        ["eigenvalues μ the start excites", f"{excited}{more}"],
+        ["predicted rate for this start", _g(st["rate_at_step"])],
+        [
+            f"iterations predicted for this start ({_text(st['rule'])})",
+            _g(st["iterations_at_step"]),
+        ],
+        [
+            f"worst case over every mode (error × {_e(eu['reduction'])})",
+            _g(eu["iterations_at_step"]),
+        ],
+        [
+            "effective step for this start, its predicted iterations",
+            f"{_g(st['effective_step'])}, {_g(st['iterations_at_effective'])}",
+        ],
+    ]

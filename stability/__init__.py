@@ -47,6 +47,7 @@ from ._spectrum_results import (
     SpectralDensity as SpectralDensity,
     Spectrum as Spectrum,
 )
+from ._start import StartSpectrum as StartSpectrum, start_spectrum as start_spectrum
 from ._tolerance import (
     gradient_tolerance as gradient_tolerance,
     hamiltonian_tolerance as hamiltonian_tolerance,
@@ -91,6 +92,8 @@ __all__ = [
     "SpectralDensity",
     "Spectrum",
     "spectrum",
+    "start_spectrum",
+    "StartSpectrum",
     "StabilityReport",
     "STEP_RULES",
 ]

@@ -23,10 +23,19 @@ from flow import (
 from ._classify import Classification, classify
 from ._equilibrium import Equilibrium, equilibrium
 from ._euler import EulerBound, euler_bound
-from ._flip import Flip, flip as flip_verb
+from ._flip import Flip
 from ._linearize import linearize
+from ._predictions import (
+    flip_at,
+    flip_record,
+    start_at,
+    start_prediction,
+    start_record,
+    summary_lines,
+)
 from ._spectrum import spectrum
 from ._spectrum_results import Spectrum
+from ._start import StartSpectrum
 from ._tolerance import gradient_tolerance, hamiltonian_tolerance
 
 
@@ -34,7 +43,7 @@ from ._tolerance import gradient_tolerance, hamiltonian_tolerance
 #: most this fraction (10%: the observed rate is a fit over a finite window).
 RATE_AGREEMENT = 0.1
 
-STEP_RULES = ("optimal", "hamiltonian", "armijo", "lbfgs", "none")
+STEP_RULES = ("optimal", "effective", "hamiltonian", "armijo", "lbfgs", "none")
 """The step rules `analyze` replays besides a positive number (see `analyze`)."""
 
 
@@ -77,6 +86,14 @@ class StabilityReport(AbstractResult):
       `flow.probe_control` (Lemma 2);
     - `trajectory`: at the equilibrium, the grid `t`, `controls`, `states`,
       `costates` (user state, no running-cost component) and `hamiltonian_gradient`;
+    - `start`: the [`StartSpectrum`][stability.StartSpectrum] of `U0 - U*` (the
+      eigenvalues the start excites, with their weights; None where it does not
+      apply: a bounded problem, a non-diagonal metric, no stable minimiser), and
+      `start_prediction`: what it predicts with the replay's own stopping rule
+      (`rule`): `rate_at_step` and `iterations_at_step` for the replayed step, the
+      `effective_step` (the fewest predicted iterations from this start) and its
+      `iterations_at_effective`. (`euler`'s `iterations_opt` is the worst case over
+      every mode, for an error reduction of `euler.reduction`.)
     - `flip`: the [`Flip`][stability.Flip] at the step bound (where descent's fixed
       point loses stability, and whether a stable 2-cycle is born there or descent
       leaves), without its cycle; None when not computed (see `analyze`'s `flip`);
@@ -103,6 +120,8 @@ class StabilityReport(AbstractResult):
     agrees: bool | None
     equivalence: flow.GradientCheck | None
     trajectory: dict[str, Any]
+    start: StartSpectrum | None
+    start_prediction: dict[str, Any] | None
     flip: Flip | None
     warnings: tuple[str, ...]
     verdict: str
@@ -156,7 +175,8 @@ class StabilityReport(AbstractResult):
             replay=replay,
             equivalence=None if self.equivalence is None else self.equivalence.to_dict(),
             trajectory=self.trajectory,
-            flip=None if self.flip is None else _flip_record(self.flip),
+            start=start_record(self.start, self.start_prediction),
+            flip=None if self.flip is None else flip_record(self.flip),
         )
 
     def summary(self) -> str:
@@ -188,18 +208,7 @@ class StabilityReport(AbstractResult):
                 f"predicted {format_number(self.predicted_rate)}, observed "
                 f"{format_number(self.observed_rate)}{agree}"
             )
-        if self.flip is not None:
-            lines.append(
-                f"flip at alpha* = {self.flip.alpha:.6g}: {self.flip.kind} (c = "
-                f"{self.flip.coefficient:.4g}): past the bound descent "
-                + (
-                    "settles on a stable 2-cycle"
-                    if self.flip.kind == "supercritical"
-                    else "leaves the equilibrium"
-                    if self.flip.kind == "subcritical"
-                    else "is decided by higher order"
-                )
-            )
+        lines += summary_lines(self.start, self.start_prediction, self.step, self.flip)
         if self.equivalence is not None:
             lines.append(
                 f"Lemma 2: |grad - h dH/du| / |grad| = {self.equivalence.lemma2:.1e}; "
@@ -210,36 +219,6 @@ class StabilityReport(AbstractResult):
 
     def _summary(self) -> str:
         return f"{self.problem}, N={self.N}, {self.metric}: {self.verdict}"
-
-
-def _flip_record(result: Flip) -> dict[str, Any]:
-    """The results document's `flip`: the location, kind and coefficient."""
-    return dict(
-        kind=result.kind,
-        alpha=result.alpha,
-        mu_max=result.mu_max,
-        coefficient=result.coefficient,
-        message=result.message,
-    )
-
-
-def _flip_at(sh, eq, cls, metric, bound, flip, alpha, trace) -> Flip | None:
-    """`stability.flip` without its cycle, when asked (`flip=True`) or, with "auto",
-    when the replay met the bound: a constant step at or past alpha_max, or a replay
-    that oscillated or diverged. Only where it applies: an unbounded problem, a
-    diagonal metric, an asymptotically stable minimiser."""
-    if flip is False or eq.bounded or bound.alpha_max is None:
-        return None
-    if not isinstance(metric, metrics.AbstractDiagonalMetric):
-        return None
-    if cls.kind != "asymptotically stable":
-        return None
-    if flip == "auto":
-        past = alpha is not None and alpha >= bound.alpha_max
-        left = trace is not None and trace.status in ("oscillating", "diverged")
-        if not (past or left):
-            return None
-    return flip_verb(sh, eq, metric=metric, cycle=False)
 
 
 def _trajectory(shooting: flow.AbstractShooting, eq: Equilibrium) -> dict[str, Any]:
@@ -281,7 +260,9 @@ def _trajectory_arrays(shooting: Shooting, U: Any) -> tuple[Any, Any, Any]:
     return shooting.states(U), shooting.costates(U), shooting.hamiltonian_gradient(U)
 
 
-def _resolve_step(step, shooting, metric, bound) -> tuple[Any, float | None, str, list[str]]:
+def _resolve_step(
+    step, shooting, metric, bound, effective=None
+) -> tuple[Any, float | None, str, list[str]]:
     """(the `descend` step argument or None, the constant alpha or None, the rule's
     name, warnings). Refuses steps that make no sense for the metric."""
     warnings: list[str] = []
@@ -298,6 +279,9 @@ def _resolve_step(step, shooting, metric, bound) -> tuple[Any, float | None, str
                 warnings.append("no step size is stable at this equilibrium: nothing replayed")
                 return None, None, "optimal", warnings
             return float(alpha), float(alpha), "optimal", warnings
+        if step == "effective":
+            alpha = effective[0]
+            return float(alpha), float(alpha), "effective", warnings
         if step == "hamiltonian":
             if not isinstance(metric, metrics.Identity):
                 raise ValueError(
@@ -393,9 +377,11 @@ def analyze(
         raise ValueError(f"`U0`: {report}; analyze needs a start where E^N is finite.")
     metric_at = metric.prepare(sh, U0)
     # the Equilibrium itself, so that linearize reuses its gradient norm
-    spec = spectrum(linearize(sh, eq, metric=metric_at), k=k)
+    lin = linearize(sh, eq, metric=metric_at)
+    spec = spectrum(lin, k=k)
     cls = classify(spec)
     bound = euler_bound(spec)
+    start = start_at(lin, eq, cls, bound, U0)
     h_min = float(np.min(np.asarray(sh.steps)))
     tolerance = dict(
         tol=tol,
@@ -404,7 +390,15 @@ def analyze(
         tol_over_h=float(hamiltonian_tolerance(tol, sh)),
         tol_times_h=float(gradient_tolerance(tol, sh)),
     )
-    rule, alpha, step_rule, warnings = _resolve_step(step, sh, metric, bound)
+    if step == "effective" and start is None:
+        raise ValueError(
+            "`step`='effective' needs the start's spectral measure: an unbounded problem, "
+            "a diagonal metric (identity, hamiltonian) and a stable minimiser; use 'optimal'."
+        )
+    effective = (
+        None if start is None else start.effective_step(bound.alpha_max, tol, stop_on, max_steps)
+    )
+    rule, alpha, step_rule, warnings = _resolve_step(step, sh, metric, bound, effective)
     trace = predicted = observed = agrees = None
     if rule is not None:
         trace = flow.descend(
@@ -430,8 +424,14 @@ def analyze(
     check = flow.check_gradients(sh) if isinstance(sh, Shooting) else None
     if not (isinstance(flip, bool) or flip == "auto"):
         raise ValueError(f"`flip` must be True, False or 'auto'; got {flip!r}.")
-    flip_result = _flip_at(sh, eq, cls, metric, bound, flip, alpha, trace)
+    flip_result = flip_at(sh, eq, cls, metric, bound, flip, alpha, trace)
     verdict = _verdict(eq, cls, bound, alpha, step_rule, trace, agrees)
+    prediction = start_prediction(start, alpha, effective, tol, stop_on, max_steps)
+    if prediction is not None and trace is not None and alpha is not None:
+        verdict += (
+            f" in {int(trace.num_steps)} steps ({format_number(prediction['iterations_at_step'])} "
+            f"predicted for this start)"
+        )
     out = StabilityReport(
         problem=getattr(getattr(sh, "problem", None), "name", type(sh).__name__),
         N=sh.N,
@@ -450,6 +450,8 @@ def analyze(
         agrees=agrees,
         equivalence=check,
         trajectory=_trajectory(sh, eq),
+        start=start,
+        start_prediction=prediction,
         flip=flip_result,
         warnings=tuple(warnings),
         verdict=verdict,
