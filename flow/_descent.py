@@ -261,8 +261,8 @@ def descend(
       iteration, and `(max_steps + 1) N m` floats of memory.
     - `throw`: raise [`DivergenceError`][flow.DivergenceError] (diverged, or a
       non-finite start) or [`ConvergenceError`][flow.ConvergenceError] (`tol` not
-      reached); with `throw=False` the status is returned instead (use it under
-      `vmap`).
+      reached, or a cycle, `oscillating`, with or without `tol`); with `throw=False`
+      the status is returned instead (use it under `vmap`).
 
     **Returns:** a [`DescentTrace`][flow.DescentTrace].
     """
@@ -402,6 +402,7 @@ def _descend_impl(
     )
     if detect:  # U_i is kept in slot i mod 4
         carry0["ring"] = jnp.broadcast_to(U0, (4,) + U0.shape)
+        carry0["d1"] = jnp.zeros((), U0.dtype)
 
     def cond(carry):
         return carry["running"] & (carry["i"] < max_steps)
@@ -424,7 +425,9 @@ def _descend_impl(
         diverged = ~finite | (gn > limit)
         converged = ~diverged & has_tol & (r <= tol)
         if detect:
-            ring, period = cycles.test(carry["ring"], i, U_new, U, carry["U_prev"], cycle_tol)
+            ring, period, d1 = cycles.test(
+                carry["ring"], i, U_new, U, carry["U_prev"], cycle_tol, carry["d1"]
+            )
             period = jnp.where(diverged | converged, 0, period)
             # without a tolerance every step is taken; the last ones are judged at the end
             settled = has_tol & (period > 0)
@@ -464,7 +467,7 @@ def _descend_impl(
             trials=carry["trials"] + upd.num_cost,
         )
         if detect:
-            new["ring"] = ring
+            new["ring"], new["d1"] = ring, d1
         return new
 
     out = jax.lax.while_loop(cond, body, carry0)

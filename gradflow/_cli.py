@@ -264,7 +264,11 @@ def _print_summary(console: Any, doc: dict[str, Any], out: Path) -> None:
     if doc["flip"] is not None:
         fl = doc["flip"]
         rows.append(
-            ("flip", f"at alpha* = {g(fl['alpha'])}", f"{fl['kind']} (c = {fl['coefficient']:.3g})")
+            (
+                "flip",
+                f"at alpha* = {g(fl['alpha'])}",
+                f"{fl['kind']} (c = {g(fl['coefficient'], '.3g')})",
+            )
         )
     sweep = doc["equivalence_sweep"]
     worst = max(max(c["costate_vs_autodiff"], c["lemma2"]) for c in sweep)

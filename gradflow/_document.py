@@ -20,7 +20,7 @@ import flow
 import stability
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the results document; bumped when a key changes meaning or is removed. 2:
 the one results vocabulary (status words, num_* counters, classification `kind`,
 tolerance as tol / stop_on, trajectory and warnings in the report)."""

@@ -246,8 +246,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if doc["flip"] is not None:
         fl = doc["flip"]
         outcome = {
-            "supercritical": "a stable 2-cycle is born, and descent just past the bound "
-            "oscillates on it instead of diverging",
+            "supercritical": "a stable 2-cycle is born, and descent at steps close enough "
+            "past the bound oscillates on it instead of diverging (how far past depends on "
+            "the problem: the replay shows what happens at its own step)",
             "subcritical": "no small cycle survives, and descent just past the bound leaves "
             "the equilibrium (it diverges or is captured by a distant attractor)",
             "degenerate": "the normal form's coefficient vanishes to rounding (higher order "

@@ -367,6 +367,8 @@ def analyze(
     bounded = getattr(sh, "bounds", None) is not None
     if bounded:
         _check_bounded(metric, step)
+    if not (isinstance(flip, bool) or flip == "auto"):
+        raise ValueError(f"`flip` must be True, False or 'auto'; got {flip!r}.")
     U0 = sh.zeros() if U0 is None else validation.controls(sh, U0, "U0", finite=True)
     tol = validation.positive_float(tol, "tol")
     validation.stop_on(stop_on)
@@ -422,9 +424,7 @@ def analyze(
     # at a smooth non-trivial control: at U* the gradient is ~0 and relative
     # differences would only measure rounding
     check = flow.check_gradients(sh) if isinstance(sh, Shooting) else None
-    if not (isinstance(flip, bool) or flip == "auto"):
-        raise ValueError(f"`flip` must be True, False or 'auto'; got {flip!r}.")
-    flip_result = flip_at(sh, eq, cls, metric, bound, flip, alpha, trace)
+    flip_result = flip_at(sh, eq, cls, metric_at, bound, flip, alpha, trace, warnings)
     verdict = _verdict(eq, cls, bound, alpha, step_rule, trace, agrees)
     prediction = start_prediction(start, alpha, effective, tol, stop_on, max_steps)
     if prediction is not None and trace is not None and alpha is not None:

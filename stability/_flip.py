@@ -53,10 +53,15 @@ from flow.metrics import AbstractDiagonalMetric, as_metric
 from flow.validation import positive_float, positive_int
 
 from ._spectrum import DENSE_SPECTRUM_MAX
+from ._two_cycle import two_cycle
 
 
-#: Relative size of |c| below which the flip is reported `degenerate`.
+#: Relative size of |c| below which the flip is reported `degenerate` (relative to
+#: its terms, and to 1/max(1, |U*|_M^2)).
 DEGENERATE_RTOL = 1e-8
+
+#: `flip` and `orbit_diagram` refuse a `U_star` whose max|dH/du| is above this.
+EQUILIBRIUM_TOL = 1e-6
 
 KINDS = ("supercritical", "subcritical", "degenerate")
 
@@ -85,10 +90,14 @@ class Flip(AbstractRecord):
       `cycle_residual`: $\|F(F(V_1)) - V_1\|_\infty$; `amplitude`:
       $\|V_1 - V_2\|_\infty/2$ (the half-width [`descend`][flow.descend] reports);
       `predicted_amplitude`: $\eta\|q\|_\infty$, $\eta = \sqrt{\beta/c}$,
-      $\beta = 2(\alpha/\alpha^* - 1)$ (leading order).
-    - `metric`: the metric's name; `num_hvp`: Hessian-vector products used (0 on the
-      dense path); `note`: why the default 2-cycle is missing, when it is (the
-      continuation in the step did not reach it), else empty.
+      $\beta = 2(\alpha/\alpha^* - 1)$ (leading order). The normal form is local:
+      how far past $\alpha^*$ the cycle survives (and stays stable) depends on the
+      problem, so `cycle_stable` is what holds at `cycle_alpha`.
+    - `metric`: the metric's name; `num_hvp`: Hessian-vector products of the
+      matrix-free path (a product with the two-step map's Jacobian counts 2; 0 on the
+      dense path, which forms the Hessian and the Jacobians instead); `note`: why
+      the default 2-cycle is missing, when it is (the continuation in the step did
+      not reach it), else empty.
     """
 
     alpha: float
@@ -125,9 +134,10 @@ class Flip(AbstractRecord):
         where = f"at alpha = {self.alpha:.6g} (= 2/mu_max, mu_max = {self.mu_max:.6g})"
         if self.kind == "supercritical":
             text = (
-                f"Supercritical flip {where}: past it descent settles on a stable 2-cycle "
-                f"of half-width about sqrt(2 (alpha/alpha* - 1)/c) max|q| (c = "
-                f"{self.coefficient:.4g})"
+                f"Supercritical flip {where}: just past it descent settles on a stable "
+                f"2-cycle of half-width about sqrt(2 (alpha/alpha* - 1)/c) max|q| (c = "
+                f"{self.coefficient:.4g}; the normal form is local: how far past alpha* the "
+                f"cycle survives depends on the problem)"
             )
         elif self.kind == "subcritical":
             text = (
@@ -200,7 +210,8 @@ def flip(
     tol = positive_float(tol, "tol")
     max_steps = positive_int(max_steps, "max_steps")
     size = U_star.size
-    dense = size <= DENSE_SPECTRUM_MAX if dense is None else bool(dense)
+    # ARPACK needs k < n - 1: the smallest problems are dense whatever is asked
+    dense = size <= DENSE_SPECTRUM_MAX if dense is None else bool(dense) or size <= 3
     shape = U_star.shape
     count = [0]
 
@@ -227,21 +238,30 @@ def flip(
     third = 0.5 * float(t_flat @ w_sol)
     fourth = d4 / 6.0
     c = alpha_star * (third - fourth)
-    scale = alpha_star * (abs(third) + abs(fourth))
-    if abs(c) <= DEGENERATE_RTOL * scale:
+    # relative to its terms, and to the size of the problem: with q^T M q = 1 the
+    # predicted half-width sqrt(beta/c) of a cycle must not dwarf |U*|_M
+    size_m = float(np.asarray(U_star).reshape(-1) ** 2 @ d)
+    scale = max(alpha_star * (abs(third) + abs(fourth)), 1.0 / max(1.0, size_m))
+    if not abs(c) > DEGENERATE_RTOL * scale:
         kind = "degenerate"
     else:
         kind = "supercritical" if c > 0 else "subcritical"
 
+    if alpha is not None and not cycle:
+        raise ValueError("`alpha` is the step of the 2-cycle; it needs cycle=True.")
     want_cycle = cycle
     cycle = multiplier = stable = residual = amplitude = predicted = None
     cycle_alpha, note = None, ""
     if want_cycle and (alpha is not None or kind == "supercritical"):
         cycle_alpha = 1.02 * alpha_star if alpha is None else positive_float(alpha, "alpha")
         if kind != "supercritical":
+            why = {
+                "subcritical": "no small 2-cycle is born past",
+                "degenerate": "the normal form does not decide whether a 2-cycle is born at",
+            }[kind]
             raise ValueError(
-                f"`alpha`: the flip is {kind}; no small 2-cycle is born past alpha* = "
-                f"{alpha_star:.6g}, so none is computed (pass alpha=None)."
+                f"`alpha`: the flip is {kind}; {why} alpha* = {alpha_star:.6g}, so no "
+                f"cycle is computed (pass alpha=None)."
             )
         if not cycle_alpha > alpha_star:
             raise ValueError(
@@ -252,7 +272,7 @@ def flip(
         eta = math.sqrt(beta / c)
         predicted = eta * float(np.max(np.abs(q)))
         try:
-            cycle, residual, multiplier = _two_cycle(
+            cycle, residual, multiplier = two_cycle(
                 shooting, metric, U_star, qU, c, alpha_star, cycle_alpha, tol, max_steps,
                 dense, count,
             )  # fmt: skip
@@ -261,7 +281,7 @@ def flip(
                 raise RuntimeError(f"flip: no 2-cycle found: {err}.") from None
             note = f"no 2-cycle found at the default alpha = 1.02 alpha*: {err}"
         else:
-            stable = multiplier < 1.0
+            stable = None if multiplier is None else multiplier < 1.0
             amplitude = float(np.max(np.abs(cycle[0] - cycle[1]))) / 2.0
     return Flip(
         alpha=alpha_star,
@@ -306,6 +326,14 @@ def checked(
             f"matrix."
         )
     d = np.asarray(metric.diagonal(shooting), np.float64).reshape(-1)
+    g = np.asarray(_gradient(shooting, U_star)) / np.asarray(shooting.steps)[:, None]
+    residual = float(np.max(np.abs(g)))
+    if not residual <= EQUILIBRIUM_TOL:
+        raise ValueError(
+            f"`U_star` is not an equilibrium: max|dH/du| = {residual:.3e} there (> "
+            f"{EQUILIBRIUM_TOL:g}); {what} is a bifurcation of the fixed point of descent "
+            f"(stability.equilibrium finds it)."
+        )
     return U_star, metric, d
 
 
@@ -337,7 +365,8 @@ def critical(
         )
         w, V = spla.eigsh(op, k=1, which="LA", tol=1e-13)
         mu_max, v = float(w[0]), V[:, 0]
-        mu_min = float(spla.eigsh(op, k=1, which="SA", tol=1e-10, return_eigenvectors=False)[0])
+        # only the sign matters: a loose tolerance (tens of products, not thousands)
+        mu_min = float(spla.eigsh(op, k=1, which="SA", tol=1e-2, return_eigenvectors=False)[0])
     if not mu_min > 0:
         raise ValueError(
             f"`U_star`: the Hessian of E^N there is not positive definite (smallest "
@@ -351,107 +380,17 @@ def critical(
     return mu_max, q, H
 
 
-def _two_cycle(shooting, metric, U_star, q, c, alpha_star, alpha, tol, max_steps, dense, count):
-    """The 2-cycle at `alpha`: Newton on G(V) = F(F(V)) - V, continued in the step
-    from just past the flip (beta = 2 (alpha/alpha* - 1) halved until <= 1e-4, where
-    the leading-order U* + sqrt(beta/c) q is a close start) out to `alpha`, each
-    start scaled from the previous cycle by sqrt(beta_new/beta_old). Returns (the
-    two points, the final residual, the largest multiplier modulus of the cycle)."""
-    import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
-
-    shape = U_star.shape
-    size = U_star.size
-    sm = (shooting, metric)
-
-    def G_jit(V, a):
-        return _two_step_residual(*sm, V, a)
-
-    def F_jit(V, a):
-        return _step(*sm, V, a)
-
-    def jvp_G(V, W, a):
-        return _two_step_jvp(*sm, V, W, a)
-
-    def jac_G(V, a):
-        return _two_step_jacobian(*sm, V, a)
-
-    beta_end = 2.0 * (alpha / alpha_star - 1.0)
-    betas = [beta_end]
-    while betas[-1] > 1e-4:
-        betas.append(betas[-1] / 2.0)
-    betas.reverse()
-    V = U_star + math.sqrt(betas[0] / c) * q
-    beta_prev = betas[0]
-    for beta in betas:
-        V = U_star + (V - U_star) * math.sqrt(beta / beta_prev)
-        beta_prev = beta
-        a = jnp.asarray(alpha_star * (1.0 + beta / 2.0))
-        r = G_jit(V, a)
-        for _ in range(max_steps):
-            scale = max(1.0, float(jnp.max(jnp.abs(V))))
-            if float(jnp.max(jnp.abs(r))) <= tol * scale:
-                break
-            rf = np.asarray(r).reshape(-1)
-            if dense:
-                J = np.asarray(jac_G(V, a)).reshape(size, size)
-                step = np.linalg.solve(J, -rf)
-            else:
-                op = spla.LinearOperator(
-                    (size, size),
-                    matvec=lambda x, V=V, a=a: _counted(
-                        count, 4, jvp_G(V, jnp.asarray(x.reshape(shape)), a)
-                    ),
-                    dtype=np.float64,
-                )
-                step, info = spla.gmres(op, -rf, rtol=1e-10, restart=50, maxiter=20)
-            V = V + jnp.asarray(step.reshape(shape))
-            r = G_jit(V, a)
-        residual = float(jnp.max(jnp.abs(r)))
-        scale = max(1.0, float(jnp.max(jnp.abs(V))))
-        where = f"at alpha = {float(a):.8g} (alpha/alpha* - 1 = {beta / 2:.3g})"
-        if not residual <= tol * scale:
-            raise RuntimeError(
-                f"Newton on the two-step map did not reach tol {tol:g} in {max_steps} "
-                f"steps {where} (residual {residual:.3e})"
-            )
-        V2 = F_jit(V, a)
-        if float(jnp.max(jnp.abs(V - V2))) <= math.sqrt(tol) * scale:
-            raise RuntimeError(f"Newton on the two-step map fell back to the fixed point {where}")
-    if float(jnp.vdot(V2 - V, q)) > 0:  # V1: the point on the side of +q
-        V, V2 = V2, V
-    mult = _cycle_multiplier(sm, a, V, dense, size, shape, count)
-    return np.stack([np.asarray(V), np.asarray(V2)]), residual, mult
-
-
-def _counted(count, n, value):
-    count[0] += n
-    return np.array(value).reshape(-1)
-
-
-def _cycle_multiplier(sm, a, V, dense, size, shape, count) -> float:
-    """max |eig(DF(F(V)) DF(V))| (the Jacobian of G plus I): dense, or ARPACK on the
-    product operator."""
-    import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
-
-    if dense:
-        J = np.asarray(_two_step_jacobian(*sm, V, a)).reshape(size, size) + np.eye(size)
-        return float(np.max(np.abs(np.linalg.eigvals(J))))
-
-    def product(x):
-        W = jnp.asarray(x.reshape(shape))
-        return _counted(count, 4, _two_step_jvp(*sm, V, W, a) + W)
-
-    op = spla.LinearOperator((size, size), matvec=product, dtype=np.float64)
-    vals = spla.eigs(op, k=1, which="LM", tol=1e-10, return_eigenvectors=False)
-    return float(np.max(np.abs(vals)))
-
-
 # Compiled once per problem and metric (their pytree structure), not per call.
 
 
 @eqx.filter_jit
 def _hvp(sh, U, V):
     return jax.jvp(lambda X: jax.grad(type(sh).objective, argnums=1)(sh, X), (U,), (V,))[1]
+
+
+@eqx.filter_jit
+def _gradient(sh, U):
+    return jax.grad(type(sh).objective, argnums=1)(sh, U)
 
 
 @eqx.filter_jit
@@ -469,26 +408,3 @@ def _along(sh, U, q):
     t = jax.jvp(t_of, (U,), (q,))[1]
     fourth = jax.jvp(lambda X: jax.jvp(t_of, (X,), (q,))[1], (U,), (q,))[1]
     return t, jnp.vdot(fourth, q)
-
-
-def _F(sh, metric, V, a):
-    G = jax.grad(type(sh).objective, argnums=1)(sh, V)
-    return V - a * metric.solve(sh, V, G).direction
-
-
-def _G(sh, metric, V, a):
-    return _F(sh, metric, _F(sh, metric, V, a), a) - V
-
-
-_step = eqx.filter_jit(_F)
-_two_step_residual = eqx.filter_jit(_G)
-
-
-@eqx.filter_jit
-def _two_step_jvp(sh, metric, V, W, a):
-    return jax.jvp(lambda X: _G(sh, metric, X, a), (V,), (W,))[1]
-
-
-@eqx.filter_jit
-def _two_step_jacobian(sh, metric, V, a):
-    return jax.jacfwd(lambda X: _G(sh, metric, X, a))(V)

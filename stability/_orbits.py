@@ -9,8 +9,9 @@ point, $\pm$ the cycle's half-width past a flip). The attractor is classified fr
 the iterates themselves (not the observable): period $p \in \{1, 2, 4, 8, 16\}$ when
 $\|U_j - U_{j-p}\|_\infty \le$ `cycle_tol` $\cdot\max(1, \|U_j\|_\infty)$ at the last
 iterate for the smallest such $p$; `diverged` when a value became non-finite or
-$\|\nabla E^N\|_\infty$ grew past `divergence_factor` times its start; `aperiodic`
-otherwise (a longer period, chaos, or not settled within `transient`). The picture
+$\|\nabla E^N\|_\infty$ grew past `divergence_factor` times the larger of its size at
+$U_0$ and the problem's scale $\mu_{\max}\max_k d_k\max(1, \|U^*\|_\infty)$;
+`unresolved` otherwise (a longer period, chaos, or not settled within `transient`). The picture
 is the optimizer's own period-doubling cascade (Feigenbaum's, for the logistic map).
 """
 
@@ -28,14 +29,14 @@ import flow
 from flow import AbstractRecord
 from flow.validation import positive_float, positive_int
 
-from ._flip import DENSE_SPECTRUM_MAX, checked, critical
+from ._flip import DENSE_SPECTRUM_MAX, _gradient, checked, critical
 
 
 #: The periods the diagram resolves.
 PERIODS = (1, 2, 4, 8, 16)
 
 #: Class codes of `OrbitDiagram.period`: a period p > 0, or one of these.
-APERIODIC, DIVERGED = 0, -1
+UNRESOLVED, DIVERGED = 0, -1
 
 
 class OrbitDiagram(AbstractRecord):
@@ -49,7 +50,8 @@ class OrbitDiagram(AbstractRecord):
     - `points`: the observable at the last `samples` iterates, shape (A, samples);
       NaN where the run diverged.
     - `period`: per step, the attractor's period (1: the fixed point; 2, 4, 8, 16: a
-      cycle), 0 (`aperiodic`: none of those within `cycle_tol`) or -1 (`diverged`);
+      cycle), 0 (`unresolved`: none of those within `cycle_tol`: a longer period,
+      chaos, or not settled within `transient`) or -1 (`diverged`);
       `diverged_at`: the iteration of divergence, or -1.
     - `observable`: its name; `transient`, `samples`, `cycle_tol`; `metric`.
     """
@@ -70,12 +72,12 @@ class OrbitDiagram(AbstractRecord):
 
     @property
     def labels(self) -> list[str]:
-        """Per step: `fixed point`, `period p`, `aperiodic` or `diverged`."""
+        """Per step: `fixed point`, `period p`, `unresolved` or `diverged`."""
         return [_label(int(p)) for p in self.period]
 
     def first(self, period: int) -> float | None:
         """The smallest step of the grid whose attractor has this period (a period
-        `p`, 0 for aperiodic, -1 for diverged), or None."""
+        `p`, 0 for unresolved, -1 for diverged), or None."""
         hits = np.flatnonzero(self.period == period)
         return float(self.alphas[hits[0]]) if hits.size else None
 
@@ -90,7 +92,7 @@ class OrbitDiagram(AbstractRecord):
 def _label(p: int) -> str:
     if p == DIVERGED:
         return "diverged"
-    if p == APERIODIC:
+    if p == UNRESOLVED:
         return "unresolved"
     return "fixed point" if p == 1 else f"period {p}"
 
@@ -142,7 +144,7 @@ def orbit_diagram(
     mu_max, q, _ = critical(shooting, U_star, d, dense, [0])
     alpha_star = 2.0 / mu_max
     if alphas is None:
-        alphas = np.linspace(0.5, 1.5, 256)
+        alphas = np.linspace(0.5, 1.5, 256) * (1.0 if relative else alpha_star)
     alphas = np.asarray(alphas, dtype=np.float64)
     if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas > 0)):
         raise ValueError("`alphas` must be a non-empty 1-d array of positive, finite steps.")
@@ -156,9 +158,14 @@ def orbit_diagram(
         if not callable(observable):
             raise TypeError(f"`observable` must be a function of U; got {observable!r}.")
         observe, name = observable, getattr(observable, "__name__", "observable")
+    # divergence: the gradient past divergence_factor times the larger of its size at
+    # U0 and the problem's scale mu_max max(d) max(1, |U*|) (a start at U* has none)
+    scale = mu_max * float(np.max(d)) * max(1.0, float(np.max(np.abs(np.asarray(U_star)))))
+    start = float(np.max(np.abs(np.asarray(_gradient(shooting, U0)))))
+    floor = divergence_factor * max(start, scale)
     points, period, diverged_at = _orbits(
         shooting, metric, observe, U0, jnp.asarray(absolute), transient, samples,
-        cycle_tol, divergence_factor,
+        cycle_tol, jnp.asarray(floor),
     )  # fmt: skip
     period = np.asarray(period)
     points = np.where((period == DIVERGED)[:, None], np.nan, np.asarray(points))
@@ -188,16 +195,19 @@ class _Coordinate(eqx.Module):
 
 
 @eqx.filter_jit
-def _orbits(sh, metric, observe, U0, alphas, transient, samples, cycle_tol, factor):
-    """All steps at once: vmap over `alphas` of one descent from U0."""
+def _orbits(sh, metric, observe, U0, alphas, transient, samples, cycle_tol, floor):
+    """All steps at once: vmap over `alphas` of one descent from U0. Divergence: a
+    non-finite gradient, or one above `floor` (fixed by the caller from the problem's
+    scale, not from the start, which may sit at U*)."""
     grad = jax.grad(type(sh).objective, argnums=1)
-    limit = factor * jnp.maximum(jnp.max(jnp.abs(grad(sh, U0))), 1e-300)
-    ring_size = max(PERIODS) + 1
+    stop = transient + samples
+    # the iterations whose iterates the periods are tested against, newest last
+    marks = jnp.asarray([stop - p for p in PERIODS[::-1]])
 
     def one(alpha):
         def advance(U, dead, at, i):
             G = grad(sh, U)
-            bad = ~jnp.all(jnp.isfinite(G)) | (jnp.max(jnp.abs(G)) > limit)
+            bad = ~jnp.all(jnp.isfinite(G)) | (jnp.max(jnp.abs(G)) > floor)
             at = jnp.where(bad & ~dead, i, at)
             dead = dead | bad
             U_new = U - alpha * metric.solve(sh, U, G).direction
@@ -207,24 +217,28 @@ def _orbits(sh, metric, observe, U0, alphas, transient, samples, cycle_tol, fact
             return advance(*carry, i), None
 
         def record(carry, i):
-            U, dead, at, ring = carry
+            U, dead, at, snaps = carry
             U, dead, at = advance(U, dead, at, i)
-            ring = jax.lax.dynamic_update_index_in_dim(ring, U, i % ring_size, 0)
-            return (U, dead, at, ring), observe(U)
+            # U_{i+1} is kept when it is one of the marked iterates (5 snapshots of U,
+            # not a ring of 17)
+            hit = (marks == i + 1).reshape((-1,) + (1,) * U.ndim)
+            snaps = jnp.where(hit, U[None], snaps)
+            return (U, dead, at, snaps), observe(U)
 
         carry = (U0, jnp.array(False), jnp.array(-1))
         carry, _ = jax.lax.scan(burn, carry, jnp.arange(transient))
-        ring = jnp.broadcast_to(carry[0], (ring_size,) + U0.shape)
-        stop = transient + samples
-        (U, dead, at, ring), values = jax.lax.scan(
-            record, (*carry, ring), jnp.arange(transient, stop)
+        snaps = jnp.broadcast_to(carry[0], (len(PERIODS),) + U0.shape)
+        (U, dead, at, snaps), values = jax.lax.scan(
+            record, (*carry, snaps), jnp.arange(transient, stop - 1)
         )
-        # U_j for j = stop - 1 - p sits in slot (stop - 1 - p) mod ring_size
-        scale = jnp.maximum(1.0, jnp.max(jnp.abs(U)))
-        recur = jnp.stack([jnp.max(jnp.abs(U - ring[(stop - 1 - p) % ring_size])) for p in PERIODS])
+        # the last step: its gradient is checked too
+        U_end, dead, at = advance(U, dead, at, stop - 1)
+        values = jnp.concatenate([values, observe(U_end)[None]])
+        scale = jnp.maximum(1.0, jnp.max(jnp.abs(U_end)))
+        recur = jnp.max(jnp.abs(U_end[None] - snaps[::-1]), axis=tuple(range(1, U.ndim + 1)))
         ok = recur <= cycle_tol * scale
-        period = jnp.where(jnp.any(ok), jnp.asarray(PERIODS)[jnp.argmax(ok)], APERIODIC)
-        period = jnp.where(dead | ~jnp.all(jnp.isfinite(U)), DIVERGED, period)
+        period = jnp.where(jnp.any(ok), jnp.asarray(PERIODS)[jnp.argmax(ok)], UNRESOLVED)
+        period = jnp.where(dead | ~jnp.all(jnp.isfinite(U_end)), DIVERGED, period)
         return values, period, at
 
     return jax.vmap(one)(alphas)

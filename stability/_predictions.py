@@ -67,12 +67,13 @@ def flip_record(result: Flip) -> dict[str, Any]:
     )
 
 
-def flip_at(sh, eq, cls, metric, bound, flip, alpha, trace) -> Flip | None:
+def flip_at(sh, eq, cls, metric, bound, flip, alpha, trace, warnings) -> Flip | None:
     """`stability.flip` without its cycle, when asked (`flip=True`) or, with "auto",
     when the replay met the bound: a constant step at or past alpha_max, or a replay
     that oscillated or diverged. Only where it applies: an unbounded problem, a
-    diagonal metric, an asymptotically stable minimiser."""
-    if flip is False or eq.bounded or bound.alpha_max is None:
+    diagonal metric, a converged, asymptotically stable minimiser. A solver that
+    fails inside it is a warning, not an error of the analysis."""
+    if flip is False or eq.bounded or not eq.success or bound.alpha_max is None:
         return None
     if not isinstance(metric, metrics.AbstractDiagonalMetric):
         return None
@@ -83,7 +84,11 @@ def flip_at(sh, eq, cls, metric, bound, flip, alpha, trace) -> Flip | None:
         left = trace is not None and trace.status in ("oscillating", "diverged")
         if not (past or left):
             return None
-    return flip_verb(sh, eq, metric=metric, cycle=False)
+    try:
+        return flip_verb(sh, eq, metric=metric, cycle=False)
+    except (RuntimeError, ValueError) as err:
+        warnings.append(f"the flip at the bound could not be classified: {err}")
+        return None
 
 
 def summary_lines(start, prediction, step, flip) -> list[str]:
@@ -102,7 +107,7 @@ def summary_lines(start, prediction, step, flip) -> list[str]:
         )
     if flip is not None:
         past = {
-            "supercritical": "settles on a stable 2-cycle",
+            "supercritical": "settles on a stable 2-cycle (for steps close enough to it)",
             "subcritical": "leaves the equilibrium",
         }.get(flip.kind, "is decided by higher order")
         lines.append(

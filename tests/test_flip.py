@@ -241,3 +241,17 @@ def test_analyze_classifies_the_flip_when_the_replay_meets_the_bound():
     assert stability.analyze(sh, step=1.5, flip=False).flip is None
     with pytest.raises(ValueError, match="`flip` must be True, False or 'auto'"):
         stability.analyze(sh, flip="yes")
+
+
+def test_not_an_equilibrium_and_a_quadratic_problem():
+    """A U_star that is not an equilibrium is refused, naming it and its residual; on
+    a linear-quadratic problem (no third or fourth derivative: c is rounding) the
+    flip is `degenerate`, and no cycle is computed for it."""
+    sh = flow.shoot(flow.problems.get("double_integrator"), 20)
+    eq = stability.equilibrium(sh)
+    with pytest.raises(ValueError, match="`U_star` is not an equilibrium: max"):
+        stability.flip(sh, eq.U + 0.1)
+    result = stability.flip(sh, eq)
+    assert result.kind == "degenerate" and result.cycle is None
+    with pytest.raises(ValueError, match="`alpha`: the flip is degenerate"):
+        stability.flip(sh, eq, alpha=1.1 * result.alpha)

@@ -86,3 +86,17 @@ def test_bad_arguments_are_named(well, kwargs, error, match):
     sh, _, eq = well
     with pytest.raises(error, match=match):
         stability.orbit_diagram(sh, eq, **kwargs)
+
+
+def test_a_start_at_the_minimiser_is_not_a_divergence(well):
+    """Divergence is judged against the problem's scale, not the start's gradient: from
+    U* + 1e-8 q (a gradient of 1e-8) the iterates past alpha* still find the 2-cycle;
+    with `relative=False` the default steps are absolute multiples of alpha*."""
+    sh, _, eq = well
+    flip = stability.flip(sh, eq, cycle=False)
+    diagram = stability.orbit_diagram(
+        sh, eq, U0=eq.U + 1e-8 * flip.eigenvector, alphas=[1.1], transient=3000
+    )
+    assert list(diagram.period) == [2]
+    absolute = stability.orbit_diagram(sh, eq, relative=False, transient=50)
+    np.testing.assert_allclose(absolute.relative, np.linspace(0.5, 1.5, 256), rtol=1e-12)

@@ -51,7 +51,7 @@ def test_document_validates_against_the_schema_file(run, schema):
     jsonschema.Draft202012Validator.check_schema(schema)  # the schema itself is valid
     assert gradflow.validate_results(run.document) == []
     assert gradflow.load_schema() == schema  # the package reads the same file
-    assert run.document["schema_version"] == gradflow.SCHEMA_VERSION == 2
+    assert run.document["schema_version"] == gradflow.SCHEMA_VERSION == 3
 
 
 def test_schema_is_draft_2020_12_and_documents_every_key(schema):
@@ -112,7 +112,7 @@ def test_schema_is_draft_2020_12_and_documents_every_key(schema):
         (lambda d: d.update(N=True), "$.N: True is not of type 'integer'"),
         (lambda d: d.update(N=0), "less than the minimum"),
         (lambda d: d.update(scheme="midpoint"), "is not one of"),
-        (lambda d: d.update(schema_version=1), "2 was expected"),
+        (lambda d: d.update(schema_version=1), "3 was expected"),
         (lambda d: d.update(status="fine"), "$.status"),
         (lambda d: d["equilibrium"].pop("status"), "'status' is a required property"),
         (lambda d: d["euler"].update(alpha_max=math.nan), "not a JSON number"),
