@@ -321,13 +321,15 @@ alpha, tr, r = euler_runs[1.1]
 i = np.flatnonzero((r > 1e-2) & (r < 0.3))  # past the transient, before saturation
 growth = float(np.exp(np.polyfit(i, np.log(r[i]), 1)[0]))
 print(f"1.1 alpha_max: residual grows by {growth:.3f} per step (predicted {bound.rate(alpha):.3f})")
+n = int(tr.num_steps)
 It = np.asarray(tr.iterates)
-two_step, one_step = np.max(np.abs(It[-1] - It[-3])), np.max(np.abs(It[-1] - It[-2]))
+two_step, one_step = np.max(np.abs(It[n] - It[n - 2])), np.max(np.abs(It[n] - It[n - 1]))
 print(
-    f"  then stays at {r[-1]:.2f}: |U_150 - U_148| = {two_step:.1e}, |U_150 - U_149| = "
-    f"{one_step:.1f}, |U_150 - U*| = {np.max(np.abs(It[-1] - np.asarray(eq.U))):.1f}"
+    f"  then {tr.status} at step {n} (period {int(tr.period)}, half-width "
+    f"{float(tr.amplitude):.2f}): residual {r[-1]:.2f}, |U_n - U_n-2| = {two_step:.1e}, "
+    f"|U_n - U_n-1| = {one_step:.1f}, |U_n - U*| = {np.max(np.abs(It[n] - np.asarray(eq.U))):.1f}"
 )
-assert tr.status == "max_steps" and r[-1] > 1.0
+assert tr.status == "oscillating" and int(tr.period) == 2 and r[-1] > 1.0
 assert two_step < 1e-6 < 1.0 < one_step  # a period-2 cycle
 # the window holds ~10 steps, with the other modes decayed by 0.5^i: a few per cent
 np.testing.assert_allclose(growth, bound.rate(alpha), rtol=0.05)
@@ -336,9 +338,10 @@ np.testing.assert_allclose(growth, bound.rate(alpha), rtol=0.05)
 # At $0.9\,\alpha_{\max}$ the residual falls by exactly the predicted
 # $\rho = |1 - 0.9\cdot 2| = 0.8$ per step; at $1.1\,\alpha_{\max}$ the stiffest mode is
 # amplified by $|1 - 1.1\cdot 2| = 1.2$ per step until the nonlinearity stops it on a
-# period-2 cycle of the map ($U_{i+2} = U_i \ne U_{i+1}$), far from the minimum. The
-# flow itself is the same in both runs and stable: only the discretization of it
-# changed.
+# period-2 cycle of the map ($U_{i+2} = U_i \ne U_{i+1}$), far from the minimum:
+# `descend` stops with status `oscillating` (see
+# [Past the step bound](beyond_equilibrium.md): the flip at $\alpha_{\max}$). The flow
+# itself is the same in both runs and stable: only the discretization of it changed.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), layout="constrained")
