@@ -22,7 +22,7 @@ the minimiser from $U = 0.5$), from $U_0 = 0.5$:
   supercritical flip.
 
 Run: `python figures/orbit_diagram.py --out DIR [--quick]` (`--quick`: $N = 40$, 64
-steps, 500 transient iterations).
+steps, 500 transient iterations, two distances in (b)).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ STEPS_FULL, STEPS_QUICK = 256, 64
 TRANSIENT_FULL, TRANSIENT_QUICK = 2000, 500
 #: distances past the flip, alpha/alpha* - 1, of panel (b)
 DISTANCES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)
+DISTANCES_QUICK = (1e-2, 0.1)
 
 
 def tilted_double_well() -> flow.OptimalControlProblem:
@@ -87,7 +88,12 @@ def plot_orbit_diagram(diagram: stability.OrbitDiagram, ax: Any, *, label: bool 
     ax.set_ylabel(r"attractor $s = q^\top M (U - U^*)$")
 
 
-def compute(N: int = N_FULL, steps: int = STEPS_FULL, transient: int = TRANSIENT_FULL) -> dict:
+def compute(
+    N: int = N_FULL,
+    steps: int = STEPS_FULL,
+    transient: int = TRANSIENT_FULL,
+    distances: tuple[float, ...] = DISTANCES,
+) -> dict:
     """The minimiser, the flip, the orbit diagram, and the 2-cycle half-widths of the
     flip verb and of descent at `DISTANCES` past the flip."""
     sh = flow.shoot(tilted_double_well(), N)
@@ -98,13 +104,13 @@ def compute(N: int = N_FULL, steps: int = STEPS_FULL, transient: int = TRANSIENT
         sh, eq, U0=U0, alphas=np.linspace(0.5, 1.5, steps), transient=transient
     )
     verb, replay = [], []
-    for delta in DISTANCES:
+    for delta in distances:
         alpha = result.alpha * (1.0 + delta)
         verb.append(stability.flip(sh, eq, alpha=alpha).amplitude)
         trace = flow.descend(sh, U0, step=alpha, max_steps=200_000, tol=1e-13,
                              cycle_tol=1e-12, throw=False)  # fmt: skip
         replay.append(float(trace.amplitude) if trace.status == "oscillating" else np.nan)
-    return dict(N=N, flip=result, diagram=diagram, distances=np.asarray(DISTANCES),
+    return dict(N=N, flip=result, diagram=diagram, distances=np.asarray(distances),
                 verb=np.asarray(verb), replay=np.asarray(replay))  # fmt: skip
 
 
@@ -132,7 +138,7 @@ def draw(d: dict, out: Path) -> list[Path]:
 
 def make(out: Path, *, quick: bool = False) -> list[Path]:
     """Draw the figure into `out` (`orbit_diagram.png`, `.pdf`); returns the paths."""
-    d = compute(N_QUICK, STEPS_QUICK, TRANSIENT_QUICK) if quick else compute()
+    d = compute(N_QUICK, STEPS_QUICK, TRANSIENT_QUICK, DISTANCES_QUICK) if quick else compute()
     return draw(d, out)
 
 

@@ -92,7 +92,8 @@ def test_analyze_json_prints_the_document(tmp_path, capsys):
 def test_analyze_past_the_bound_reports_the_cycle_and_the_flip(tmp_path, capsys):
     """`gradflow analyze --step` past alpha_max: the replay's status is `oscillating`
     with its period, the flip's kind is in the summary, results.json (valid against
-    the schema, as load_results checks) and report.md; `--flip never` leaves it out."""
+    the schema, as load_results checks) and report.md. (`flip=False` leaves it out:
+    tests/test_flip.py, test_analyze_classifies_the_flip_when_the_replay_meets_the_bound.)"""
     argv = ["analyze", *SMALL, "--step", "1.5", "--out", str(tmp_path / "past")]
     assert main(argv) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -101,9 +102,6 @@ def test_analyze_past_the_bound_reports_the_cycle_and_the_flip(tmp_path, capsys)
     assert doc["replay"]["status"] == "oscillating" and doc["replay"]["period"] == 2
     assert doc["flip"]["kind"] == "supercritical" and doc["settings"]["flip"] == "auto"
     assert "## Past the step bound: the flip" in (tmp_path / "past" / "report.md").read_text()
-    argv = ["analyze", *SMALL, "--step", "1.5", "--flip", "never", "--out", str(tmp_path / "n")]
-    assert main(argv) == 0
-    assert gradflow.load_results(tmp_path / "n" / "results.json")["flip"] is None
 
 
 def test_problems_lists_builtins(capsys):

@@ -195,6 +195,12 @@ def test_stability_results_in_every_state():
         _check(cluster, set())
     _check(report.spectrum.density, set())
     _check(_with_status(report, "max_steps"), set())
+
+
+# 9 s (a mesh study and a basin with Newton on (36)); their own files run them by
+# default (tests/test_stability_tolerance_mesh.py, tests/test_basin.py)
+@pytest.mark.slow
+def test_mesh_study_and_basin_results():
     _check(stability.mesh_study(problems.scalar_regularized(), [10, 20]), set())
     table = stability.basin(SR, steps=(0.5, 3.0), n_starts=3, dampings=(1.0,), conditions=True)
     _check(table, set())

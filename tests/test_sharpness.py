@@ -59,7 +59,11 @@ def _reference(H, d, k):
     return np.linalg.eigvalsh(0.5 * (K_ + K_.T))[::-1][:k]
 
 
-@pytest.fixture(scope="module", params=["scalar_regularized", "van_der_pol"])
+# van_der_pol in the slow run (about 4 s); scalar_regularized, both metrics, by default
+@pytest.fixture(
+    scope="module",
+    params=["scalar_regularized", pytest.param("van_der_pol", marks=pytest.mark.slow)],
+)
 def problem_shooting(request):
     return request.param, flow.shoot(getattr(problems, request.param)(), N)
 

@@ -125,6 +125,9 @@ def test_steps_and_starts_run_in_one_compiled_call():
     assert {r["status"] for r in rows} == {"converged", "diverged"}
 
 
+# 10 s (two schemes compiled); the default run sweeps Euler configurations in
+# test_steps_and_starts_run_in_one_compiled_call and test_failures_are_rows_with_their_reason
+@pytest.mark.slow
 def test_a_runge_kutta_scheme_has_its_own_boundary():
     """The scheme is part of the configuration: with Heun's and RK4's shooting the
     boundary a sweep finds is alpha_max of that scheme's E^N (an independent
