@@ -37,7 +37,7 @@ CATEGORIES: tuple[str, ...] = ("converged", "max_steps", "diverged", "error")
 """The classes of a status in [`plot_stability_boundary`][figures.sweeps.plot_stability_boundary],
 best to worst: `converged` (and `completed`); `max_steps` (the tolerance was not
 reached: `max_steps`, and every other status that is neither a success nor a
-divergence, e.g. `stalled`, `indefinite`); `diverged` (and `nonfinite`); `error`
+divergence, e.g. `stalled`, `indefinite`, `oscillating`); `diverged` (and `nonfinite`); `error`
 (the configuration raised: no descent ran)."""
 
 STATUS_COLORS: dict[str, str] = {
@@ -52,7 +52,7 @@ Okabe-Ito palette)."""
 
 _CATEGORY_OF = {"converged": "converged", "completed": "converged", "diverged": "diverged",
                 "nonfinite": "diverged", "error": "error"}  # fmt: skip
-_LEGEND = {"converged": "converged", "max_steps": "max_steps (or stalled)",
+_LEGEND = {"converged": "converged", "max_steps": "max_steps (stalled, oscillating)",
            "diverged": "diverged", "error": "error (configuration raised)"}  # fmt: skip
 #: The fraction converged, 0 (vermillion) to 1 (green), through a light yellow.
 _FRACTION_CMAP = LinearSegmentedColormap.from_list(

@@ -45,6 +45,7 @@ def _descent_grid(sh, U0s, metric, alphas, max_steps: int, tol, stop_on: str):
             trace.cost[trace.num_steps],
             trace.gradient_norm[trace.num_steps],
             trace.hamiltonian_norm[trace.num_steps],
+            trace.period,
         )
 
     per_start = jax.vmap(one, in_axes=(None, 0))
@@ -57,7 +58,9 @@ class _Batch(flow.AbstractResult):
     result: flow.RESULTS
 
 
-def _reason(status: str, steps: int, diverged_at: int, residual: float, max_steps: int) -> str:
+def _reason(
+    status: str, steps: int, diverged_at: int, residual: float, max_steps: int, period: int = 0
+) -> str:
     if status == "converged":
         return ""
     if status == "diverged":
@@ -66,6 +69,8 @@ def _reason(status: str, steps: int, diverged_at: int, residual: float, max_step
         return "the cost or gradient is not finite at the start"
     if status == "max_steps":
         return f"max_steps: residual {residual:.3e} after {max_steps} steps"
+    if status == "oscillating":
+        return f"settled on a cycle of period {period} after {steps} steps"
     return f"{status} after {steps} steps"
 
 
@@ -124,12 +129,12 @@ def compute(study: Study, config: Configuration) -> list[dict[str, Any]]:
         alphas = multipliers
     U0s = starts(study, sh.control_shape)
     metric = flow.metrics.as_metric(config.metric)
-    result, num, div_at, cost, gnorm, hnorm = _descent_grid(
+    result, num, div_at, cost, gnorm, hnorm, period = _descent_grid(
         sh, jnp.asarray(U0s), metric, jnp.asarray(alphas), study.max_steps,
         jnp.asarray(study.tol), study.stop_on,
     )  # fmt: skip
     statuses = np.asarray(_Batch(result).statuses).reshape(alphas.size, study.starts)
-    num, div_at = np.asarray(num), np.asarray(div_at)
+    num, div_at, period = np.asarray(num), np.asarray(div_at), np.asarray(period)
     cost, gnorm, hnorm = np.asarray(cost), np.asarray(gnorm), np.asarray(hnorm)
     h_min = float(np.min(np.asarray(sh.steps)))
     flows = _flows(study, sh, metric, U0s) if "flow" in study.compute else None
@@ -144,7 +149,14 @@ def compute(study: Study, config: Configuration) -> list[dict[str, Any]]:
                 step_multiplier=float(mult) if study.steps.relative_to else None,
                 start=s,
                 status=status,
-                reason=_reason(status, int(num[i, s]), int(div_at[i, s]), r, study.max_steps),
+                reason=_reason(
+                    status,
+                    int(num[i, s]),
+                    int(div_at[i, s]),
+                    r,
+                    study.max_steps,
+                    int(period[i, s]),
+                ),  # fmt: skip
                 iterations=int(num[i, s]),
                 cost=_number(cost[i, s]),
                 gradient_residual=_number(gnorm[i, s]),

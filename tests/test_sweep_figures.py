@@ -78,7 +78,7 @@ def test_boundary_relative_cells_colours_and_the_line_at_one(table):
     assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"
     assert ax.get_xlabel() and "alpha" in ax.get_ylabel()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[1:] == ["converged", "max_steps (or stalled)", "diverged"]
+    assert labels[1:] == ["converged", "max_steps (stalled, oscillating)", "diverged"]
     _legend_clear_of_the_axes(ax)
 
 

@@ -101,8 +101,8 @@ columns = ["N", "metric", "step", "step_multiplier", "status", "iterations", "al
 print(table[columns].head(8).to_string())
 
 # %% [markdown]
-# The rows of a failed run say why in `reason` (the iteration where it diverged, or
-# the residual left after `max_steps`).
+# The rows of a failed run say why in `reason` (the iteration where it diverged, the
+# cycle it settled on, or the residual left after `max_steps`).
 #
 # Reading the stability boundary is a `groupby`. For each metric and $N$: the
 # largest step that converged, and the smallest that did not, against $\alpha_{\max}$.
@@ -142,10 +142,10 @@ sweeps.plot_stability_boundary(table, metric="hamiltonian")
 plt.show()
 
 # %% [markdown]
-# The steps just above $\alpha_{\max}$ end at `max_steps` rather than diverging. There
-# the rate $\rho(\alpha) = \max|1 + \alpha\mu|$ is barely above 1, so within 2000
-# iterations the gradient does not grow to the $10^6$ times its first value at which
-# `flow.descend` declares divergence.
+# The steps just above $\alpha_{\max}$ end `oscillating` rather than diverging: past
+# the flip at $\alpha_{\max}$ the iterates settle on a 2-cycle
+# ([Past the step bound](beyond_equilibrium.md)). The figure counts them with the
+# runs that did not reach the tolerance.
 #
 # `figures.sweeps.plot_metric_against_N` draws one column against $N$, one line per
 # metric. By default it keeps only the converged rows. A per-configuration column such
