@@ -214,11 +214,6 @@ def flip(
     dense = size <= DENSE_SPECTRUM_MAX if dense is None else bool(dense) or size <= 3
     shape = U_star.shape
     count = [0]
-
-    def hvp_host(U, v):
-        count[0] += 1
-        return np.array(_hvp(shooting, U, jnp.asarray(v.reshape(shape)))).reshape(-1)
-
     mu_max, q, H = critical(shooting, U_star, d, dense, count)
     alpha_star = 2.0 / mu_max
     qU = jnp.asarray(q.reshape(shape))
@@ -230,7 +225,7 @@ def flip(
         w_sol = np.linalg.solve(H, t_flat)
     else:
         H_op = spla.LinearOperator(
-            (size, size), matvec=lambda x: hvp_host(U_star, x), dtype=np.float64
+            (size, size), matvec=_host_hvp(shooting, U_star, count), dtype=np.float64
         )
         w_sol, info = spla.cg(H_op, t_flat, rtol=1e-12, maxiter=10 * size)
         if info != 0:
@@ -326,7 +321,7 @@ def checked(
             f"matrix."
         )
     d = np.asarray(metric.diagonal(shooting), np.float64).reshape(-1)
-    g = np.asarray(_gradient(shooting, U_star)) / np.asarray(shooting.steps)[:, None]
+    g = np.asarray(shooting.gradient(U_star)) / np.asarray(shooting.steps)[:, None]
     residual = float(np.max(np.abs(g)))
     if not residual <= EQUILIBRIUM_TOL:
         raise ValueError(
@@ -345,28 +340,29 @@ def critical(
     the dense H or None). Raises naming `U_star` when H is not positive definite."""
     import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
 
-    shape, size = U_star.shape, U_star.size
-
-    def hvp_host(U, v):
-        count[0] += 1
-        return np.array(_hvp(shooting, U, jnp.asarray(v.reshape(shape)))).reshape(-1)
-
+    size = U_star.size
     s = 1.0 / np.sqrt(d)
     H = None
     if dense:
-        H = np.asarray(_hessian(shooting, U_star)).reshape(size, size)
+        H = np.asarray(shooting.hessian(U_star, max_size=size))
         H = 0.5 * (H + H.T)
         w, V = np.linalg.eigh(s[:, None] * H * s[None, :])
         mu_max, v = float(w[-1]), V[:, -1]
         mu_min = float(w[0])
     else:
-        op = spla.LinearOperator(
-            (size, size), matvec=lambda x: s * hvp_host(U_star, s * x), dtype=np.float64
-        )
-        w, V = spla.eigsh(op, k=1, which="LA", tol=1e-13)
+        hvp = _host_hvp(shooting, U_star, count)
+        op = spla.LinearOperator((size, size), matvec=lambda x: s * hvp(s * x), dtype=np.float64)
+        try:
+            w, V = spla.eigsh(op, k=1, which="LA", tol=1e-13)
+            # only the sign matters: a loose tolerance (tens of products, not thousands)
+            low = spla.eigsh(op, k=1, which="SA", tol=1e-2, return_eigenvectors=False)
+        except spla.ArpackNoConvergence as err:
+            raise RuntimeError(
+                f"ARPACK did not converge on an end of the spectrum of M^-1 H at U_star "
+                f"({err}); pass dense=True where N m allows it."
+            ) from None
         mu_max, v = float(w[0]), V[:, 0]
-        # only the sign matters: a loose tolerance (tens of products, not thousands)
-        mu_min = float(spla.eigsh(op, k=1, which="SA", tol=1e-2, return_eigenvectors=False)[0])
+        mu_min = float(low[0])
     if not mu_min > 0:
         raise ValueError(
             f"`U_star`: the Hessian of E^N there is not positive definite (smallest "
@@ -380,22 +376,17 @@ def critical(
     return mu_max, q, H
 
 
-# Compiled once per problem and metric (their pytree structure), not per call.
+def _host_hvp(shooting: flow.AbstractShooting, U: Any, count: list):
+    """v -> Hess E^N(U) v on flat numpy vectors (the shooting's compiled product),
+    counted in `count[0]`."""
+    shape = U.shape
 
+    def hvp(v: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        V = jnp.asarray(v.reshape(shape))
+        return np.array(shooting.hessian_vector_product(U, V)).reshape(-1)
 
-@eqx.filter_jit
-def _hvp(sh, U, V):
-    return jax.jvp(lambda X: jax.grad(type(sh).objective, argnums=1)(sh, X), (U,), (V,))[1]
-
-
-@eqx.filter_jit
-def _gradient(sh, U):
-    return jax.grad(type(sh).objective, argnums=1)(sh, U)
-
-
-@eqx.filter_jit
-def _hessian(sh, U):
-    return jax.hessian(type(sh).objective, argnums=1)(sh, U)
+    return hvp
 
 
 @eqx.filter_jit

@@ -29,7 +29,7 @@ import flow
 from flow import AbstractRecord
 from flow.validation import positive_float, positive_int
 
-from ._flip import DENSE_SPECTRUM_MAX, _gradient, checked, critical
+from ._flip import DENSE_SPECTRUM_MAX, checked, critical
 
 
 #: The periods the diagram resolves.
@@ -161,7 +161,7 @@ def orbit_diagram(
     # divergence: the gradient past divergence_factor times the larger of its size at
     # U0 and the problem's scale mu_max max(d) max(1, |U*|) (a start at U* has none)
     scale = mu_max * float(np.max(d)) * max(1.0, float(np.max(np.abs(np.asarray(U_star)))))
-    start = float(np.max(np.abs(np.asarray(_gradient(shooting, U0)))))
+    start = float(np.max(np.abs(np.asarray(shooting.gradient(U0)))))
     floor = divergence_factor * max(start, scale)
     points, period, diverged_at = _orbits(
         shooting, metric, observe, U0, jnp.asarray(absolute), transient, samples,

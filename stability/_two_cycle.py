@@ -21,21 +21,7 @@ def two_cycle(shooting, metric, U_star, q, c, alpha_star, alpha, tol, max_steps,
     fixed point) is refused and its step halved. Returns (the two points, the final
     residual, the largest multiplier modulus of the cycle or None)."""
 
-    shape = U_star.shape
-    size = U_star.size
     sm = (shooting, metric)
-
-    def G_jit(V, a):
-        return _two_step_residual(*sm, V, a)
-
-    def F_jit(V, a):
-        return _step(*sm, V, a)
-
-    def jvp_G(V, W, a):
-        return _two_step_jvp(*sm, V, W, a)
-
-    def jac_G(V, a):
-        return _two_step_jacobian(*sm, V, a)
 
     beta_end = 2.0 * (alpha / alpha_star - 1.0)
     beta = min(beta_end, 1e-4)
@@ -45,15 +31,13 @@ def two_cycle(shooting, metric, U_star, q, c, alpha_star, alpha, tol, max_steps,
         guess = U_star + (V - U_star) * math.sqrt(beta / beta_prev)
         a = jnp.asarray(alpha_star * (1.0 + beta / 2.0))
         where = f"at alpha = {float(a):.8g} (alpha/alpha* - 1 = {beta / 2:.3g})"
-        W, residual = _newton(
-            G_jit, jac_G, jvp_G, guess, a, tol, max_steps, dense, size, shape, count
-        )
+        W, residual = _newton(sm, guess, a, tol, max_steps, dense, count)
         scale = max(1.0, float(jnp.max(jnp.abs(W))))
         # the branch is followed when Newton stays near its predictor (a jump to
         # another cycle, or back to the fixed point, is refused and the step halved)
         width = float(jnp.max(jnp.abs(guess - U_star)))
         moved = float(jnp.max(jnp.abs(W - guess)))
-        W2 = F_jit(W, a)
+        W2 = _step(*sm, W, a)
         ok = (
             residual <= tol * scale
             and moved <= 0.5 * width
@@ -75,37 +59,39 @@ def two_cycle(shooting, metric, U_star, q, c, alpha_star, alpha, tol, max_steps,
         beta = min(2.0 * beta, beta_end)
     if float(jnp.vdot(V2 - V, q)) > 0:  # V1: the point on the side of +q
         V, V2 = V2, V
-    residual = float(jnp.max(jnp.abs(G_jit(V, a))))
+    residual = float(jnp.max(jnp.abs(_two_step_residual(*sm, V, a))))
     try:
-        mult = _cycle_multiplier(sm, a, V, dense, size, shape, count)
+        mult = _cycle_multiplier(sm, a, V, dense, count)
     except RuntimeError:  # ARPACK did not converge: the cycle stands, its stability unknown
         mult = None
     return np.stack([np.asarray(V), np.asarray(V2)]), residual, mult
 
 
-def _newton(G_jit, jac_G, jvp_G, V, a, tol, max_steps, dense, size, shape, count):
+def _newton(sm, V, a, tol, max_steps, dense, count):
     """Newton on G(V) = F(F(V)) - V at step `a`: (V, max|G(V)|)."""
     import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
 
-    r = G_jit(V, a)
+    shape, size = V.shape, V.size
+    r = _two_step_residual(*sm, V, a)
     for _ in range(max_steps):
         scale = max(1.0, float(jnp.max(jnp.abs(V))))
         if not float(jnp.max(jnp.abs(r))) > tol * scale:
             break
         rf = np.asarray(r).reshape(-1)
         if dense:
-            step = np.linalg.solve(np.asarray(jac_G(V, a)).reshape(size, size), -rf)
+            J = np.asarray(_two_step_jacobian(*sm, V, a)).reshape(size, size)
+            step = np.linalg.solve(J, -rf)
         else:
             op = spla.LinearOperator(
                 (size, size),
                 matvec=lambda x, V=V: _counted(
-                    count, 2, jvp_G(V, jnp.asarray(x.reshape(shape)), a)
+                    count, 2, _two_step_jvp(*sm, V, jnp.asarray(x.reshape(shape)), a)
                 ),
                 dtype=np.float64,
             )
             step, _ = spla.gmres(op, -rf, rtol=1e-10, restart=50, maxiter=20)
         V = V + jnp.asarray(step.reshape(shape))
-        r = G_jit(V, a)
+        r = _two_step_residual(*sm, V, a)
     return V, float(jnp.max(jnp.abs(r)))
 
 
@@ -114,11 +100,12 @@ def _counted(count, n, value):
     return np.array(value).reshape(-1)
 
 
-def _cycle_multiplier(sm, a, V, dense, size, shape, count) -> float:
+def _cycle_multiplier(sm, a, V, dense, count) -> float:
     """max |eig(DF(F(V)) DF(V))| (the Jacobian of G plus I): dense, or ARPACK on the
     product operator."""
     import scipy.sparse.linalg as spla  # on first use: `import stability` does not load scipy
 
+    shape, size = V.shape, V.size
     if dense:
         J = np.asarray(_two_step_jacobian(*sm, V, a)).reshape(size, size) + np.eye(size)
         return float(np.max(np.abs(np.linalg.eigvals(J))))
