@@ -35,26 +35,12 @@ def _required_parameters(fn: Callable[..., Any]) -> list[str]:
     ]
 
 
-def load(spec: str) -> OptimalControlProblem:
-    """The problem named by `spec`: a built-in name (see `BUILTIN`),
-    `path/to/file.py:object` or `package.module:object`.
+def import_object(spec: str) -> Any:
+    """The object named by `path/to/file.py:object` or `package.module:object`.
 
-    The object may be an [`OptimalControlProblem`][flow.OptimalControlProblem] or a
-    callable with no required arguments that returns one.
-
-    **Raises:** [`ProblemLoadError`][flow.problems.ProblemLoadError] (a `ValueError`)
-    naming what is wrong: an unknown name, a missing file or module, a missing
-    object, a callable with required arguments, or an object of another type.
+    **Raises:** [`ProblemLoadError`][flow.problems.ProblemLoadError] for a malformed
+    spec, a missing file or module, a failed import or a missing object.
     """
-    if not isinstance(spec, str):
-        raise TypeError(f"`spec` must be a string; got {type(spec).__name__}.")
-    if ":" not in spec:
-        if spec not in BUILTIN:
-            raise ProblemLoadError(
-                f"unknown problem {spec!r}; built-in problems: {', '.join(sorted(BUILTIN))} "
-                f"(or give file.py:object)"
-            )
-        return get(spec)
     where, _, attr = spec.rpartition(":")
     if not where or not attr:
         raise ProblemLoadError(
@@ -82,6 +68,30 @@ def load(spec: str) -> OptimalControlProblem:
     if not hasattr(module, attr):
         raise ProblemLoadError(f"{where} has no object named {attr!r}")
     obj = getattr(module, attr)
+    return obj
+
+
+def load(spec: str) -> OptimalControlProblem:
+    """The problem named by `spec`: a built-in name (see `BUILTIN`),
+    `path/to/file.py:object` or `package.module:object`.
+
+    The object may be an [`OptimalControlProblem`][flow.OptimalControlProblem] or a
+    callable with no required arguments that returns one.
+
+    **Raises:** [`ProblemLoadError`][flow.problems.ProblemLoadError] (a `ValueError`)
+    naming what is wrong: an unknown name, a missing file or module, a missing
+    object, a callable with required arguments, or an object of another type.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"`spec` must be a string; got {type(spec).__name__}.")
+    if ":" not in spec:
+        if spec not in BUILTIN:
+            raise ProblemLoadError(
+                f"unknown problem {spec!r}; built-in problems: {', '.join(sorted(BUILTIN))} "
+                f"(or give file.py:object)"
+            )
+        return get(spec)
+    obj = import_object(spec)
     if not isinstance(obj, OptimalControlProblem) and callable(obj):
         required = _required_parameters(obj)
         if required:

@@ -59,6 +59,37 @@ def _evaluate(name: str, fn: Callable, *args: jax.ShapeDtypeStruct) -> jax.Shape
     return out
 
 
+def _concrete_x0(x0: Any) -> Array:
+    """`x0` checked (a finite real 1-D array) and placed on the device as float64."""
+    x0_np = np.asarray(x0)
+    if x0_np.dtype.kind not in "fiu":
+        raise TypeError(f"`x0` must be a real array; got dtype {x0_np.dtype}.")
+    _check_x0_shape(x0_np.shape)
+    if not np.all(np.isfinite(x0_np)):
+        raise ValueError(f"`x0` must be finite; got {x0_np}.")
+    # converted by numpy, then placed on the device: no XLA kernel to compile
+    x0_arr = jax.device_put(np.asarray(x0_np, dtype=np.float64))
+    if x0_arr.dtype != jnp.float64:  # pragma: no cover - x64 is always on
+        raise TypeError("float64 is disabled: enable jax_enable_x64.")
+    return x0_arr
+
+
+def _traced_x0(x0: Array) -> Array:
+    """A traced `x0` (a family's parameter flows into it): shape and dtype only."""
+    if not jnp.issubdtype(x0.dtype, jnp.floating):
+        raise TypeError(f"`x0` must be a real float64 array; got dtype {x0.dtype}.")
+    _check_x0_shape(x0.shape)
+    return jnp.asarray(x0, dtype=jnp.float64)
+
+
+def _check_x0_shape(shape: tuple[int, ...]) -> None:
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(
+            f"`x0` must be a 1-D array of shape (n,), n >= 1; got shape "
+            f"{shape}. For a scalar state write x0=[value]."
+        )
+
+
 class OptimalControlProblem(eqx.Module):
     r"""An optimal control problem (P), with an optional running cost.
 
@@ -128,6 +159,13 @@ class OptimalControlProblem(eqx.Module):
             validation.function(running_cost, "running_cost", "L(x, u) -> scalar")
         control_dim = validation.positive_int(control_dim, "control_dim")
         for label, value in (("t0", t0), ("tf", tf)):
+            if isinstance(value, jax.core.Tracer):
+                raise TypeError(
+                    f"`{label}` must be a concrete number: the grid is fixed, so the "
+                    f"horizon cannot depend on a traced parameter. For a horizon T as "
+                    f"the parameter, scale time: solve on [0, 1] with dynamics "
+                    f"T f(x, u) and running cost T L(x, u)."
+                )
             if isinstance(value, bool) or not isinstance(
                 value, int | float | np.integer | np.floating
             ):
@@ -136,20 +174,13 @@ class OptimalControlProblem(eqx.Module):
                 raise ValueError(f"`{label}` must be finite; got {value}.")
         if not tf > t0:
             raise ValueError(f"`tf` must be greater than `t0`; got t0={t0}, tf={tf}.")
-        x0_np = np.asarray(x0)
-        if x0_np.dtype.kind not in "fiu":
-            raise TypeError(f"`x0` must be a real array; got dtype {x0_np.dtype}.")
-        if x0_np.ndim != 1 or x0_np.shape[0] < 1:
-            raise ValueError(
-                f"`x0` must be a 1-D array of shape (n,), n >= 1; got shape "
-                f"{x0_np.shape}. For a scalar state write x0=[value]."
-            )
-        if not np.all(np.isfinite(x0_np)):
-            raise ValueError(f"`x0` must be finite; got {x0_np}.")
-        # converted by numpy, then placed on the device: no XLA kernel to compile
-        x0_arr = jax.device_put(np.asarray(x0_np, dtype=np.float64))
-        if x0_arr.dtype != jnp.float64:  # pragma: no cover - x64 is always on
-            raise TypeError("float64 is disabled: enable jax_enable_x64.")
+        if isinstance(x0, jax.core.Tracer):
+            # built inside a JAX transformation (a problem family traced in its
+            # parameter, stability.continuation): shape and dtype are checked, the
+            # values cannot be
+            x0_arr = _traced_x0(x0)
+        else:
+            x0_arr = _concrete_x0(x0)
         n = x0_arr.shape[0]
         u_zero = jax.ShapeDtypeStruct((control_dim,), jnp.float64)
         x0_abs = jax.ShapeDtypeStruct((n,), jnp.float64)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -221,6 +223,17 @@ def _vdp_dynamics(x, u):
     return jnp.stack([(1.0 - x[1] ** 2) * x[0] - x[1] + u[0], x[0]])
 
 
+def _vdp_dynamics_mu(mu, x, u):
+    return jnp.stack([mu * (1.0 - x[1] ** 2) * x[0] - x[1] + u[0], x[0]])
+
+
+def _vdp_name(control_bounds: Any, mu: Any) -> str:
+    name = "van_der_pol" if control_bounds is None else "van_der_pol_bounded"
+    if isinstance(mu, jax.core.Tracer):
+        return f"{name}(mu)"
+    return name if mu == 1.0 else f"{name}(mu={mu:g})"
+
+
 def _zero_endpoint(x):
     return jnp.zeros((), dtype=x.dtype)
 
@@ -229,10 +242,10 @@ def _vdp_running(x, u):
     return x[0] ** 2 + x[1] ** 2 + u[0] ** 2
 
 
-def van_der_pol(control_bounds: Any = None) -> OptimalControlProblem:
+def van_der_pol(control_bounds: Any = None, *, mu: Any = 1.0) -> OptimalControlProblem:
     r"""The Van der Pol oscillator, the classic direct single shooting benchmark.
 
-    $\dot x_1 = (1 - x_2^2) x_1 - x_2 + u$, $\dot x_2 = x_1$, $x(0) = (0, 1)$,
+    $\dot x_1 = \mu(1 - x_2^2) x_1 - x_2 + u$, $\dot x_2 = x_1$, $x(0) = (0, 1)$,
     $t \in [0, 10]$, cost $\int_0^{10} (x_1^2 + x_2^2 + u^2)\,dt$ (the CasADi
     and ACADO example). $n = 2$, $m = 1$, no endpoint cost. The flow's Jacobian is
     stiff: at N = 200 (Euler) the eigenvalues of $\nabla^2 E^N / h$ at the optimum
@@ -240,9 +253,22 @@ def van_der_pol(control_bounds: Any = None) -> OptimalControlProblem:
 
     `control_bounds`: optional `(lower, upper)` on $u$; the classic bounded variant
     (ACADO's) is $-0.3 \le u \le 1$, the built-in `van_der_pol_bounded`.
+
+    `mu`: the damping parameter $\mu$ (default 1, the benchmark). It may be a traced
+    value, so that `lambda p: van_der_pol(mu=p)` is a problem family for
+    [`stability.continuation`][stability.continuation].
     """
+    if isinstance(mu, jax.core.Tracer):
+        dynamics = functools.partial(_vdp_dynamics_mu, mu)
+    else:
+        if isinstance(mu, bool) or not isinstance(mu, int | float | np.integer | np.floating):
+            raise TypeError(f"`mu` must be a real number; got {mu!r}.")
+        if not np.isfinite(mu):
+            raise ValueError(f"`mu` must be finite; got {mu}.")
+        mu = float(mu)
+        dynamics = _vdp_dynamics if mu == 1.0 else functools.partial(_vdp_dynamics_mu, mu)
     return OptimalControlProblem(
-        _vdp_dynamics,
+        dynamics,
         _zero_endpoint,
         x0=[0.0, 1.0],
         t0=0.0,
@@ -250,7 +276,7 @@ def van_der_pol(control_bounds: Any = None) -> OptimalControlProblem:
         running_cost=_vdp_running,
         control_dim=1,
         control_bounds=control_bounds,
-        name="van_der_pol" if control_bounds is None else "van_der_pol_bounded",
+        name=_vdp_name(control_bounds, mu),
     )
 
 

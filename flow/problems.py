@@ -4,9 +4,19 @@ Each factory returns an [`OptimalControlProblem`][flow.OptimalControlProblem];
 `BUILTIN` maps a name to its factory (default arguments) and a one-line
 description, [`get`][flow.problems.get] looks one up by name, and
 [`load`][flow.problems.load] also takes `path/to/file.py:object` or
-`package.module:object` (the command line's `--problem`).
+`package.module:object` (the command line's `--problem`). `FAMILIES` and
+[`load_family`][flow.problems.load_family] do the same for problem families
+`p -> OptimalControlProblem` ([`stability.continuation`][stability.continuation],
+`gradflow continue`).
 """
 
+from ._families import (
+    FAMILIES as FAMILIES,
+    load_family as load_family,
+    symmetric_well as symmetric_well,
+    tilted_double_well as tilted_double_well,
+    van_der_pol_mu as van_der_pol_mu,
+)
 from ._loading import ProblemLoadError as ProblemLoadError, load as load
 from ._problems import (
     BUILTIN as BUILTIN,
@@ -34,16 +44,21 @@ __all__ = [
     "DEFAULT_LQ",
     "DEFAULT_PROBLEM",
     "double_integrator",
+    "FAMILIES",
     "double_well",
     "get",
     "linear_quadratic",
     "load",
+    "load_family",
     "lotka_volterra",
     "ProblemLoadError",
     "riccati_reference",
     "RiccatiReference",
     "scalar_mayer",
     "scalar_regularized",
+    "symmetric_well",
+    "tilted_double_well",
     "unicycle",
     "van_der_pol",
+    "van_der_pol_mu",
 ]

@@ -21,6 +21,15 @@ from ._analysis import (
 )
 from ._basin import Basin as Basin, BasinRow as BasinRow, basin as basin
 from ._classify import KINDS as KINDS, Classification as Classification, classify as classify
+from ._continuation import (
+    DENSE_CONTINUATION_MAX as DENSE_CONTINUATION_MAX,
+    continuation as continuation,
+)
+from ._continuation_results import (
+    Continuation as Continuation,
+    ContinuationPoint as ContinuationPoint,
+    SpecialPoint as SpecialPoint,
+)
 from ._equilibrium import (
     Equilibria as Equilibria,
     Equilibrium as Equilibrium,
@@ -66,6 +75,10 @@ __all__ = [
     "Classification",
     "classify",
     "Cluster",
+    "Continuation",
+    "continuation",
+    "ContinuationPoint",
+    "DENSE_CONTINUATION_MAX",
     "DENSE_JACOBIAN_MAX",
     "DENSE_SHARPNESS_MAX",
     "DENSE_SPECTRUM_MAX",
@@ -89,6 +102,7 @@ __all__ = [
     "observed_rate",
     "Sharpness",
     "sharpness",
+    "SpecialPoint",
     "SpectralDensity",
     "Spectrum",
     "spectrum",

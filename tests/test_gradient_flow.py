@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from _jaxprs import largest_intermediate
 from _reference import lq_euler_quadratic
 
 import flow
@@ -236,31 +237,6 @@ def test_stiff_van_der_pol_hamiltonian_flow_and_newton_flow():
     assert float(jnp.max(jnp.abs(sol_n.U - U_star))) < 1e-8
 
 
-def _subjaxprs(value):
-    from jax.extend.core import ClosedJaxpr, Jaxpr
-
-    if isinstance(value, ClosedJaxpr):
-        yield value.jaxpr
-    elif isinstance(value, Jaxpr):
-        yield value
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _subjaxprs(v)
-
-
-def _largest_intermediate(jaxpr) -> int:
-    """The largest number of entries of any value computed in a jaxpr (recursively)."""
-    biggest = 0
-    for eqn in jaxpr.eqns:
-        for v in eqn.outvars:
-            size = int(np.prod(getattr(v.aval, "shape", ()) or (1,)))
-            biggest = max(biggest, size)
-        for param in eqn.params.values():
-            for sub in _subjaxprs(param):
-                biggest = max(biggest, _largest_intermediate(sub))
-    return biggest
-
-
 def test_matrix_free_implicit_solver_forms_no_dense_matrix():
     """With stiff_solver(matrix_free=True) no intermediate has (N m)^2 entries; with the
     dense set-up one does (the check can fail)."""
@@ -286,7 +262,7 @@ def test_matrix_free_implicit_solver_forms_no_dense_matrix():
         jaxpr = eqx.filter_make_jaxpr(_phase_kernel)(
             sh, U0, metrics.Hamiltonian(), phase, settings, t0, t1, limit, 100
         )[0]
-        return _largest_intermediate(jaxpr.jaxpr)
+        return largest_intermediate(jaxpr.jaxpr)
 
     assert biggest(flow.stiff_solver(matrix_free=True)) < 1000**2 // 10
     assert biggest(flow.stiff_solver(matrix_free=False)) >= 1000**2

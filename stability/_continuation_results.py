@@ -1,0 +1,236 @@
+r"""The results of [`continuation`][stability.continuation]: the branch's points (a tidy
+table), its special points (folds, branch points) and the run."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from jaxtyping import Float
+
+from flow import RESULTS, AbstractRecord, AbstractResult
+from flow.validation import real_array
+
+from ._branch import Family
+
+
+#: The columns of [`Continuation.table`][stability.Continuation.table], in order.
+COLUMNS = (
+    "p",
+    "norm",
+    "cost",
+    "slow",
+    "stiff",
+    "kind",
+    "index",
+    "alpha_max",
+    "residual",
+    "tangent_p",
+    "newton_steps",
+)
+
+
+class ContinuationPoint(AbstractRecord):
+    r"""One equilibrium on a continued branch: a row of
+    [`Continuation.points`][stability.Continuation.points].
+
+    **Fields:**
+
+    - `p`: the parameter; `U`: the equilibrium $U^*(p)$, shape `(N, m)` (in `to_dict`
+      only with `include_arrays=True`);
+    - `norm`: $\|U^*\|_{L^2} = (\sum_k h_k |u_k|^2)^{1/2}$, the control's $L^2$ norm
+      (mesh independent); `cost`: $E^N(U^*; p)$;
+    - `slow`, `stiff`: the ends of the spectrum of $J = -M^{-1}\nabla^2 E^N$, the
+      rightmost and the leftmost eigenvalue (both real: the metric is diagonal);
+    - `kind`: the classification ([`stability.KINDS`][stability.KINDS]:
+      `"asymptotically stable"` is a strict local minimiser, `"saddle"` a saddle of
+      $E^N$, `"unstable"` a maximiser, `"marginal"` a zero eigenvalue and no unstable
+      one); `index`: the number of unstable directions (eigenvalues of $J$ above zero,
+      the Morse index of $E^N$); `certain`: False when the matrix-free path could not
+      resolve the whole slow end (more than `k` unstable directions);
+    - `alpha_max`: the forward-Euler step bound $2/|\text{stiff}|$ of descent with
+      this metric (None unless asymptotically stable);
+    - `residual`: the stopping residual at $U^*$ (`stop_on`); `tangent_p`:
+      $dp/ds$, the parameter's share of the unit tangent (it changes sign at a fold);
+      `newton_steps`: the corrector's Newton steps for this point.
+    """
+
+    p: float
+    U: Float[np.ndarray, "N m"]
+    norm: float
+    cost: float
+    slow: float
+    stiff: float
+    kind: str
+    index: int
+    certain: bool
+    alpha_max: float | None
+    residual: float
+    tangent_p: float
+    newton_steps: int
+    _arrays: ClassVar[tuple[str, ...]] = ("U",)
+
+    @property
+    def stable(self) -> bool:
+        """True for an asymptotically stable equilibrium (a strict local minimiser)."""
+        return self.kind == "asymptotically stable"
+
+    def _summary(self) -> str:
+        bound = "" if self.alpha_max is None else f", alpha_max={self.alpha_max:.6g}"
+        return f"p={self.p:.8g}, {self.kind} (index {self.index}), norm={self.norm:.6g}{bound}"
+
+
+class SpecialPoint(AbstractRecord):
+    r"""A fold or a branch point located on a continued branch.
+
+    **Fields:**
+
+    - `kind`: `"fold"` (an eigenvalue of $\nabla^2 E^N$ crosses zero and the branch
+      turns back in $p$: an optimum merges with a saddle and both disappear) or
+      `"branch"` (an eigenvalue crosses zero and the branch goes on in $p$: another
+      branch of equilibria crosses it);
+    - `p`, `U` (the equilibrium there, shape `(N, m)`), `norm`, `cost`;
+    - `index_before`, `index_after`: the number of unstable directions on either side;
+    - `test`: the test function at the located point ($dp/ds$ for a fold, the
+      eigenvalue of $M^{-1}\nabla^2 E^N$ nearest zero for a branch point), and
+      `iterations`: the location's secant (Illinois) steps;
+    - `null_vector`: for a branch point, the unit eigenvector $\varphi$ (in the metric)
+      of the eigenvalue nearest zero, in $U$'s shape, which
+      [`continuation`][stability.continuation] follows to switch branches; None for a
+      fold;
+    - `after`: the index in `points` of the last point before it.
+    """
+
+    kind: str
+    p: float
+    U: Float[np.ndarray, "N m"]
+    norm: float
+    cost: float
+    index_before: int
+    index_after: int
+    test: float
+    iterations: int
+    null_vector: Float[np.ndarray, "N m"] | None
+    after: int
+    _arrays: ClassVar[tuple[str, ...]] = ("U", "null_vector")
+
+    def _summary(self) -> str:
+        return (
+            f"{self.kind} at p={self.p:.12g} (index {self.index_before} -> "
+            f"{self.index_after}), norm={self.norm:.6g}"
+        )
+
+
+class Continuation(AbstractResult):
+    r"""The result of [`continuation`][stability.continuation]: a branch of equilibria
+    $\nabla E^N(U; p) = 0$ followed in $p$.
+
+    **Fields:**
+
+    - `result`: `completed` (the branch left `p_span`, or came back to its start:
+      `closed`), `max_steps` (`max_points` points were taken first), `stalled` (the
+      corrector failed at the smallest step: a sharp turn, a singular point it could
+      not pass, or the end of the branch), `diverged` (a non-finite value);
+    - `points`: a tuple of [`ContinuationPoint`][stability.ContinuationPoint], in the
+      order of the branch; `special_points`: a tuple of
+      [`SpecialPoint`][stability.SpecialPoint], in the same order;
+    - `problem`, `N`, `m`, `scheme`, `metric`, `p_span`, `tol`, `stop_on`, `method`
+      (`"dense"` or `"matrix-free"`), `closed`;
+    - counters: `num_newton` (corrector Newton steps, the rejected ones included),
+      `num_krylov` (GMRES steps of the matrix-free path), `num_rejected` (steps
+      halved), `num_products` (Hessian-vector products of the spectra's Lanczos runs);
+    - `reason`: where and why it stopped (also in `message`).
+
+    `table()` gives the points as columns; [`at`][stability.Continuation.at] the
+    equilibria on the branch at a given $p$.
+    """
+
+    result: RESULTS
+    points: tuple[ContinuationPoint, ...]
+    special_points: tuple[SpecialPoint, ...]
+    problem: str
+    N: int
+    m: int
+    scheme: str
+    metric: str
+    p_span: tuple[float, float]
+    tol: float
+    stop_on: str
+    method: str
+    closed: bool
+    num_newton: int
+    num_krylov: int
+    num_rejected: int
+    num_products: int
+    reason: str
+    settings: dict
+    family: Family
+
+    @property
+    def folds(self) -> tuple[SpecialPoint, ...]:
+        """The special points of kind `"fold"`."""
+        return tuple(s for s in self.special_points if s.kind == "fold")
+
+    @property
+    def branch_points(self) -> tuple[SpecialPoint, ...]:
+        """The special points of kind `"branch"`."""
+        return tuple(s for s in self.special_points if s.kind == "branch")
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The points as columns (numpy arrays; `alpha_max` is NaN where undefined),
+        in the order of [`COLUMNS`][stability.continuation] (`p`, `norm`, `cost`,
+        `slow`, `stiff`, `kind`, `index`, `alpha_max`, `residual`, `tangent_p`,
+        `newton_steps`)."""
+        out: dict[str, np.ndarray] = {}
+        for name in COLUMNS:
+            values = [getattr(q, name) for q in self.points]
+            if name == "alpha_max":
+                values = [np.nan if v is None else v for v in values]
+            out[name] = np.asarray(values)
+        return out
+
+    def at(self, p: Any) -> tuple[ContinuationPoint, ...]:
+        r"""The equilibria on this branch at parameter `p`: one for each stretch of the
+        branch between two consecutive points whose parameters enclose `p` (several
+        past a fold), each corrected at fixed `p` (Newton on $\nabla E^N(U; p) = 0$
+        from the secant between the two points) to `tol` and analysed as a point.
+
+        **Raises:** `ValueError` when no stretch of the branch encloses `p`.
+        """
+        from ._continuation import points_at  # the driver's kernels
+
+        p = float(real_array(p, "p", ()))
+        return points_at(self, p)
+
+    def _details(self) -> str:
+        return self.reason
+
+    def _record(self, include_arrays: bool) -> dict[str, Any]:
+        return {
+            "problem": self.problem,
+            "N": self.N,
+            "m": self.m,
+            "scheme": self.scheme,
+            "metric": self.metric,
+            "p_span": list(self.p_span),
+            "tol": self.tol,
+            "stop_on": self.stop_on,
+            "method": self.method,
+            "closed": self.closed,
+            "num_points": len(self.points),
+            "num_newton": self.num_newton,
+            "num_krylov": self.num_krylov,
+            "num_rejected": self.num_rejected,
+            "num_products": self.num_products,
+            "settings": self.settings,
+            "points": [q.to_dict(include_arrays=include_arrays) for q in self.points],
+            "special_points": [
+                s.to_dict(include_arrays=include_arrays) for s in self.special_points
+            ],
+        }
+
+    def _summary(self) -> str:
+        ps = [q.p for q in self.points]
+        span = f"p in [{min(ps):.6g}, {max(ps):.6g}]" if ps else "no point"
+        special = ", ".join(f"{s.kind} at p={s.p:.10g}" for s in self.special_points)
+        return f"{len(self.points)} points, {span}" + (f"; {special}" if special else "")
