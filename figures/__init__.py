@@ -43,6 +43,7 @@ FIGURES: tuple[str, ...] = (
     "depth",  # section 8: a residual network; iterations against depth, identity vs Hamiltonian
     "sharpness",  # sharpness mu_max along descent paths against 2/alpha, identity vs Hamiltonian
     "orbit_diagram",  # past alpha_max: the flip, the 2-cycle's square-root law, period doubling
+    "continuation",  # equilibria against a parameter: folds, a branch point, alpha_max(p)
 )
 """Module names of the figures, in the order `gradflow figures` draws them."""
 

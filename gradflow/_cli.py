@@ -22,7 +22,7 @@ import numpy as np
 import flow
 from flow import format_number, problems
 
-from . import _sweep_cli
+from . import _continue_cli, _sweep_cli
 from ._cache import enable_cache
 from ._document import EQUIVALENCE_N
 
@@ -288,10 +288,13 @@ def _print_summary(console: Any, doc: dict[str, Any], out: Path) -> None:
 
 
 def _problems(args: argparse.Namespace) -> int:
-    width = max(len(k) for k in problems.BUILTIN)
+    width = max(len(k) for k in (*problems.BUILTIN, *problems.FAMILIES))
     for name, (_, description) in problems.BUILTIN.items():
         default = " (default)" if name == problems.DEFAULT_PROBLEM else ""
         print(f"{name:<{width}}  {description}{default}")
+    print("\nproblem families p -> problem (gradflow continue):")
+    for name, (_, span, description) in problems.FAMILIES.items():
+        print(f"{name:<{width}}  {description}; p from {span[0]:g} to {span[1]:g}")
     return 0
 
 
@@ -334,7 +337,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `gradflow` (sub-commands analyze, problems, figures,
-    sweep)."""
+    sweep, continue)."""
     parser = _Parser(
         prog="gradflow",
         description="Analyze direct shooting methods for optimal control as gradient flows.",
@@ -436,6 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     fg.set_defaults(func=_figures)
     _sweep_cli.add_parser(sub, UsageError)
+    _continue_cli.add_parser(
+        sub,
+        UsageError,
+        {
+            "grid_size": _grid_size,
+            "step_count": _step_count,
+            "scheme": _scheme,
+            "output_folder": _output_folder,
+            "start": _start,
+        },
+    )
     return parser
 
 

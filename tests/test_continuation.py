@@ -259,3 +259,42 @@ def test_continuation_at_N_10000_is_matrix_free():
     c = stability.continuation(problems.tilted_double_well, _tilted_start(N), (-2.0, 2.0), N=N)
     assert c.method == "matrix-free" and c.status == "completed"
     assert [round(s.p, 8) for s in c.folds] == [1.0, -1.0]
+
+
+def test_plots_of_a_continuation(tilted, tmp_path):
+    """The figure module's plotting functions (the quick figure is in the slow run) and
+    the standard view `gradflow continue` writes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from figures import continuation as fig
+
+    paths = fig.draw_result(tilted, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size for p in paths)
+    ax = fig.plot_branch(tilted, y="cost")
+    # stable stretches solid, the saddle stretch dashed, both folds marked
+    assert sum(line.get_marker() == "X" for line in ax.lines) == 2
+    assert {line.get_label() for line in ax.lines} >= {"asymptotically stable", "saddle", "fold"}
+    ax = fig.plot_step_bound(tilted)
+    ys = np.concatenate([line.get_ydata() for line in ax.lines if len(line.get_ydata()) > 2])
+    assert np.all(ys > 0) and ys.max() == pytest.approx(2.0, rel=1e-3)
+    with pytest.raises(ValueError, match="`y`"):
+        fig.plot_branch(tilted, y="energy")
+    with pytest.raises(TypeError, match="`result`"):
+        fig.plot_step_bound(3)
+
+
+def test_gradflow_continue(tmp_path, capsys):
+    from gradflow._cli import main
+
+    out = tmp_path / "c"
+    assert main(["continue", "symmetric_well", "--N", "20", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "branch at p = 1 (index 0 -> 1" in text and "completed" in text
+    doc = json.loads((out / "continuation.json").read_text())
+    assert doc["special_points"][0]["kind"] == "branch"
+    assert abs(doc["special_points"][0]["p"] - 1.0) < 1e-8
+    assert (out / "continuation.png").is_file()
+    assert main(["continue", "no_such_family", "--out", str(out)]) == 2
+    assert "unknown family 'no_such_family'" in capsys.readouterr().err
+    assert main(["continue", "symmetric_well", "--from", "1", "--to", "1"]) == 2

@@ -25,9 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 #: - four whose own test files compute the quick figure's data and draw it
 #:   (`draw(data, out)`: tests/test_unstable_flows.py, tests/test_basin_figure.py,
 #:   tests/test_depth.py, tests/test_sharpness.py), so that the default run does not
-#:   compute it twice.
+#:   compute it twice;
+#: - `continuation` (11 s quick), whose plotting functions tests/test_continuation.py
+#:   draws from the continuations it checks.
 QUICK_IN_SLOW_RUN = (
     "adaptive_grid", "costates", "unstable_flows", "basin", "depth", "sharpness",
+    "continuation",
 )  # fmt: skip
 
 
