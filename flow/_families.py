@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._costs import ControlPenalty
-from ._loading import ProblemLoadError, _required_parameters, import_object
+from ._loading import ProblemLoadError, _required_parameters, builtin_name, import_object
 from ._problem import OptimalControlProblem
 from ._problems import _integrator, van_der_pol
 
@@ -23,6 +23,20 @@ def _tilted_endpoint(p, x):
 
 def _symmetric_endpoint(p, x):
     return 0.25 * x[0] ** 4 - 0.5 * p * x[0] ** 2
+
+
+def _integrator_problem(endpoint: Callable, p: Any, name: str) -> OptimalControlProblem:
+    """x' = u, x(0) = 0 on [0, 1], cost endpoint(p, x(1)) + int u^2/2."""
+    return OptimalControlProblem(
+        _integrator,
+        functools.partial(endpoint, p),
+        x0=[0.0],
+        t0=0.0,
+        tf=1.0,
+        running_cost=ControlPenalty(1.0),
+        control_dim=1,
+        name=name,
+    )
 
 
 def tilted_double_well(p: Any) -> OptimalControlProblem:
@@ -36,16 +50,7 @@ def tilted_double_well(p: Any) -> OptimalControlProblem:
     of $E^N$ is $h I + h^2 E''(x_N)\,\mathbf{1}\mathbf{1}^T$, with eigenvalues $h$
     ($N - 1$ times) and $h(1 + E''(x))$, $E''(x) = 12x^2 - 4$.
     """
-    return OptimalControlProblem(
-        _integrator,
-        functools.partial(_tilted_endpoint, p),
-        x0=[0.0],
-        t0=0.0,
-        tf=1.0,
-        running_cost=ControlPenalty(1.0),
-        control_dim=1,
-        name="tilted_double_well",
-    )
+    return _integrator_problem(_tilted_endpoint, p, "tilted_double_well")
 
 
 def symmetric_well(p: Any) -> OptimalControlProblem:
@@ -58,16 +63,7 @@ def symmetric_well(p: Any) -> OptimalControlProblem:
     point $p = 1$ (the Hessian's eigenvalue $h(1 - p)$ on $U = 0$ crosses zero
     there while the branch goes on in $p$).
     """
-    return OptimalControlProblem(
-        _integrator,
-        functools.partial(_symmetric_endpoint, p),
-        x0=[0.0],
-        t0=0.0,
-        tf=1.0,
-        running_cost=ControlPenalty(1.0),
-        control_dim=1,
-        name="symmetric_well",
-    )
+    return _integrator_problem(_symmetric_endpoint, p, "symmetric_well")
 
 
 def van_der_pol_mu(p: Any) -> OptimalControlProblem:
@@ -104,14 +100,7 @@ def load_family(spec: str) -> Callable[[Any], OptimalControlProblem]:
     **Raises:** [`ProblemLoadError`][flow.problems.ProblemLoadError] naming what is
     wrong.
     """
-    if not isinstance(spec, str):
-        raise TypeError(f"`spec` must be a string; got {type(spec).__name__}.")
-    if ":" not in spec:
-        if spec not in FAMILIES:
-            raise ProblemLoadError(
-                f"unknown family {spec!r}; built-in families: {', '.join(sorted(FAMILIES))} "
-                f"(or give file.py:function of p)"
-            )
+    if builtin_name(spec, FAMILIES, "family", "file.py:function of p"):
         return FAMILIES[spec][0]
     obj = import_object(spec)
     if not callable(obj) or isinstance(obj, OptimalControlProblem):

@@ -4,7 +4,7 @@ of the command line, and `flow.problems.load`)."""
 import importlib
 import importlib.util
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,27 @@ def _required_parameters(fn: Callable[..., Any]) -> list[str]:
         if p.default is inspect.Parameter.empty
         and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     ]
+
+
+def builtin_name(spec: Any, names: Iterable[str], what: str, other: str) -> bool:
+    """True when `spec` names a built-in (one of `names`), False for a
+    `where:object` spec.
+
+    **Raises:** `TypeError` for a spec that is not a string;
+    [`ProblemLoadError`][flow.problems.ProblemLoadError] for an unknown name (the
+    message names `what`, lists the built-in names, and gives `other`, the other
+    form).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"`spec` must be a string; got {type(spec).__name__}.")
+    if ":" in spec:
+        return False
+    if spec not in names:
+        raise ProblemLoadError(
+            f"unknown {what} {spec!r}; the built-in ones: {', '.join(sorted(names))} "
+            f"(or give {other})"
+        )
+    return True
 
 
 def import_object(spec: str) -> Any:
@@ -82,14 +103,7 @@ def load(spec: str) -> OptimalControlProblem:
     naming what is wrong: an unknown name, a missing file or module, a missing
     object, a callable with required arguments, or an object of another type.
     """
-    if not isinstance(spec, str):
-        raise TypeError(f"`spec` must be a string; got {type(spec).__name__}.")
-    if ":" not in spec:
-        if spec not in BUILTIN:
-            raise ProblemLoadError(
-                f"unknown problem {spec!r}; built-in problems: {', '.join(sorted(BUILTIN))} "
-                f"(or give file.py:object)"
-            )
+    if builtin_name(spec, BUILTIN, "problem", "file.py:object"):
         return get(spec)
     obj = import_object(spec)
     if not isinstance(obj, OptimalControlProblem) and callable(obj):

@@ -112,21 +112,24 @@ def test_branch_point_and_switching_on_the_symmetric_well():
 
 
 def test_van_der_pol_continued_equilibria_equal_fresh_solves():
+    """Five points of the branch itself (its own values of p, spread over the span)
+    against fresh trust-region solves at those p and their dense spectra."""
     N = 200
     sh = flow.shoot(problems.van_der_pol(mu=0.6), N)
     c = stability.continuation(problems.van_der_pol_mu, sh.zeros(), (0.6, 1.4), N=N)
     assert c.status == "completed" and c.method == "dense"
-    assert c.special_points == ()
+    assert c.special_points == () and len(c.points) >= 8
     start = c.points[0].U
-    for p in (0.7, 0.85, 1.0, 1.2, 1.35):
-        (q,) = c.at(p)
-        shp = flow.shoot(problems.van_der_pol(mu=p), N)
+    picks = np.linspace(1, len(c.points) - 1, 5).round().astype(int)
+    for q in (c.points[i] for i in picks):
+        shp = flow.shoot(problems.van_der_pol(mu=q.p), N)
         fresh = stability.equilibrium(shp, start)
         assert fresh.success
         assert np.max(np.abs(q.U - np.asarray(fresh.U))) < 1e-9
         bound = stability.euler_bound(stability.spectrum(stability.linearize(shp, fresh)))
         assert q.alpha_max == pytest.approx(bound.alpha_max, rel=1e-9)
         assert q.kind == "asymptotically stable"
+    assert c.points[-1].p == 1.4  # landed on the end of p_span
 
 
 def test_matrix_free_kernels_form_no_dense_matrix():
