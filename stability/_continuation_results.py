@@ -31,8 +31,7 @@ COLUMNS = (
 
 
 class ContinuationPoint(AbstractRecord):
-    r"""One equilibrium on a continued branch: a row of
-    [`Continuation.points`][stability.Continuation.points].
+    r"""One equilibrium on a continued branch: an entry of `Continuation.points`.
 
     **Fields:**
 
@@ -178,9 +177,8 @@ class Continuation(AbstractResult):
 
     def table(self) -> dict[str, np.ndarray]:
         """The points as columns (numpy arrays; `alpha_max` is NaN where undefined),
-        in the order of [`COLUMNS`][stability.continuation] (`p`, `norm`, `cost`,
-        `slow`, `stiff`, `kind`, `index`, `alpha_max`, `residual`, `tangent_p`,
-        `newton_steps`)."""
+        in this order: `p`, `norm`, `cost`, `slow`, `stiff`, `kind`, `index`,
+        `alpha_max`, `residual`, `tangent_p`, `newton_steps`."""
         out: dict[str, np.ndarray] = {}
         for name in COLUMNS:
             values = [getattr(q, name) for q in self.points]

@@ -82,7 +82,7 @@ t = branch.table()
 x = np.array([q.U[0, 0] for q in branch.points])
 print("folds:", [f"{s.p:.12f}" for s in branch.folds])
 print("max |4x^3 - 3x + p| over the branch:", np.max(np.abs(4 * x**3 - 3 * x + t["p"])))
-print("kinds:", dict(zip(*np.unique(t["kind"], return_counts=True), strict=True)))
+print("points of each kind:", {k: int(np.sum(t["kind"] == k)) for k in sorted(set(t["kind"]))})
 
 # %% [markdown]
 # `table()` holds the points as columns: `p`, `norm`, `cost`, `slow` and `stiff` (the
@@ -159,7 +159,8 @@ print(f"at p = {q.p}: x(1) = {q.U[0, 0]:.10f}, sqrt(p - 1) = {np.sqrt(q.p - 1):.
 fig, ax = plt.subplots(figsize=(5, 3.4), layout="constrained")
 for run in (trivial, *halves):
     plot_branch(run, ax, y=lambda U: U.mean(), ylabel="$x(1)$", legend=False)
-ax.legend(*ax.get_legend_handles_labels(), loc="upper left", fontsize=8)
+unique = dict(zip(*ax.get_legend_handles_labels()[::-1], strict=True))  # one entry per label
+ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize=8)
 plt.show()
 
 # %% [markdown]
