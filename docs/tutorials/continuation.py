@@ -82,7 +82,7 @@ t = branch.table()
 x = np.array([q.U[0, 0] for q in branch.points])
 print("folds:", [f"{s.p:.12f}" for s in branch.folds])
 print("max |4x^3 - 3x + p| over the branch:", np.max(np.abs(4 * x**3 - 3 * x + t["p"])))
-print("points of each kind:", {k: int(np.sum(t["kind"] == k)) for k in sorted(set(t["kind"]))})
+print("points of each kind:", {str(k): int(np.sum(t["kind"] == k)) for k in sorted(set(t["kind"]))})
 
 # %% [markdown]
 # `table()` holds the points as columns: `p`, `norm`, `cost`, `slow` and `stiff` (the
