@@ -274,6 +274,11 @@ def continuation(
     scale = fam.scale
 
     if switching:
+        if U0.U.shape != (N, problem0.control_dim):
+            raise ValueError(
+                f"`U0`: the branch point's control has shape {U0.U.shape}; this "
+                f"continuation's controls have shape {(N, problem0.control_dim)} (N = {N})."
+            )
         first = _switch(run, U0, scale)
         first.tW, first.tp = direction * first.tW, direction * first.tp
     else:

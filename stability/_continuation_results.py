@@ -91,8 +91,11 @@ class SpecialPoint(AbstractRecord):
     - `p`, `U` (the equilibrium there, shape `(N, m)`), `norm`, `cost`;
     - `index_before`, `index_after`: the number of unstable directions on either side;
     - `test`: the test function at the located point ($dp/ds$ for a fold, the
-      eigenvalue of $M^{-1}\nabla^2 E^N$ nearest zero for a branch point), and
-      `iterations`: the location's secant (Illinois) steps;
+      eigenvalue of $M^{-1}\nabla^2 E^N$ nearest zero for a branch point): at most
+      `locate_tol` (times the spectrum's scale for a branch point) once located; a
+      larger value says the location stopped early (a corrector inside the bracket
+      failed) at the best point found; `iterations`: the location's secant
+      (Illinois) steps;
     - `null_vector`: for a branch point, the unit eigenvector $\varphi$ (in the metric)
       of the eigenvalue nearest zero, in $U$'s shape, which
       [`continuation`][stability.continuation] follows to switch branches; None for a

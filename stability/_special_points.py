@@ -82,11 +82,16 @@ class Run:
         return node.record
 
 
-def _illinois(run: Run, a: Node, ds: float, test: Callable, fa: float, fb: float, ftol: float):
+def _illinois(
+    run: Run, a: Node, b: Node, ds: float, test: Callable, fa: float, fb: float, ftol: float
+):
     """The root of test(node(sigma)) for sigma in (0, ds) by regula falsi with the
-    Illinois modification (superlinear, bracketing)."""
+    Illinois modification (superlinear, bracketing). Returns the node with the smallest
+    |test| found (b itself when no evaluation improved on it, e.g. every corrector
+    inside the bracket failed), its test value and the number of evaluations."""
     lo, hi, flo, fhi = 0.0, ds, fa, fb
-    side, node, value, iterations = 0, None, fb, 0
+    side, iterations = 0, 0
+    best, best_value = b, fb
     for iterations in range(1, 61):  # noqa: B007 - the count is returned
         sigma = (lo * fhi - hi * flo) / (fhi - flo)
         if not lo < sigma < hi:
@@ -95,6 +100,8 @@ def _illinois(run: Run, a: Node, ds: float, test: Callable, fa: float, fb: float
         if node is None:
             break
         value = test(node)
+        if abs(value) <= abs(best_value):
+            best, best_value = node, value
         if abs(value) <= ftol or hi - lo <= 1e-15 * ds:
             break
         if np.sign(value) == np.sign(flo):
@@ -107,7 +114,7 @@ def _illinois(run: Run, a: Node, ds: float, test: Callable, fa: float, fb: float
             if side == +1:
                 flo *= 0.5
             side = +1
-    return node, value, iterations
+    return best, best_value, iterations
 
 
 def _nearest_zero(run: Run, node: Node) -> float:
@@ -131,9 +138,7 @@ def events(run: Run, a: Node, b: Node, ds: float, after: int, locate_tol: float)
         ftol = locate_tol * max(abs(ra.stiff), abs(ra.slow))
     else:
         return []
-    node, value, iterations = _illinois(run, a, ds, test, fa, fb, ftol)
-    if node is None:
-        return []
+    node, value, iterations = _illinois(run, a, b, ds, test, fa, fb, ftol)
     rec = run.analyser.point(node.W, node.p, node.residual, node.tp, node.newton_steps)
     null = None
     if kind == "branch":
