@@ -51,7 +51,11 @@ class Analyser:
         # bound of the index; it is exact once the low end has converged with fewer
         # than k negative values
         theta = np.sort(run.theta)
-        certain = run.low_status != "unresolved" and int(np.sum(theta[:K_ENDS] < 0)) < K_ENDS
+        certain = (
+            run.low_status != "unresolved"
+            and run.high_status != "unresolved"
+            and int(np.sum(theta[:K_ENDS] < 0)) < K_ENDS
+        )
         return theta, bool(certain)
 
     def point(self, W, p, residual, tangent_p, newton_steps) -> ContinuationPoint:
@@ -61,8 +65,10 @@ class Analyser:
         return point_record(lam, certain, U, p, cost, residual, tangent_p, newton_steps, self)
 
     def null_vector(self, W, p) -> np.ndarray:
-        """The unit eigenvector of K nearest zero, mapped to U's shape (D^{-1/2} phi,
-        normalised in the metric)."""
+        """The unit eigenvector phi of K nearest zero (in the scaled coordinates W), in
+        U's shape; its sign makes its largest component positive. Matrix-free: the
+        Ritz vector of Lanczos runs of 80, 300 and 1000 steps, until its residual
+        |K phi - theta phi| is at most 1e-8 |K|."""
         if self.dense:
             with single_threaded_blas():
                 K = np.asarray(branch.dense_k(self.fam, W, jnp.asarray(p)))
@@ -71,12 +77,17 @@ class Analyser:
         else:
             mv = branch.host_kvp(self.fam, W, jnp.asarray(p), self.shape)
             rng = np.random.default_rng(self.seed)
-            steps = min(self.size, 80)
-            with single_threaded_blas():
-                V, a, b, m, _ = _krylov(mv, rng.standard_normal(self.size), steps, rng)
-                theta, S = _tridiag_eig(a, b[: m - 1])
-            self.num_products += m
-            phi = S[:, int(np.argmin(np.abs(theta)))] @ V[:m]
+            for steps in sorted({min(self.size, s) for s in (80, 300, 1000)}):
+                with single_threaded_blas():
+                    V, a, b, m, _ = _krylov(mv, rng.standard_normal(self.size), steps, rng)
+                    theta, S = _tridiag_eig(a, b[: m - 1])
+                j = int(np.argmin(np.abs(theta)))
+                phi = S[:, j] @ V[:m]
+                phi = phi / np.linalg.norm(phi)
+                residual = np.linalg.norm(mv(phi) - theta[j] * phi)
+                self.num_products += m + 1
+                if residual <= 1e-8 * float(np.max(np.abs(theta))):
+                    break
         phi = phi / np.linalg.norm(phi)
         i = int(np.argmax(np.abs(phi)))
         return np.sign(phi[i]) * phi.reshape(self.shape)

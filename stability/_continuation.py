@@ -25,7 +25,7 @@ from . import _branch as branch
 from ._branch_spectra import Analyser
 from ._continuation_results import Continuation, ContinuationPoint, SpecialPoint
 from ._equilibrium import equilibrium
-from ._special_points import Node, Run, events
+from ._special_points import Node, Run, events, illinois
 
 
 DENSE_CONTINUATION_MAX = 400
@@ -110,14 +110,23 @@ def _start(run, sh0, U0, p0, scale, tol, stop_on):
     return Node(W, p, tW, tp, r, it)
 
 
-def _switch(run, sp, scale):
+def _switch(run, sp, scale, tol):
     """The first node of the branch through a branch point: the point itself, with the
-    tangent (phi, 0) along the null vector."""
+    null vector, made orthogonal to the old branch's tangent, as the tangent."""
     W = jnp.asarray(sp.U) / scale
-    phi = jnp.asarray(sp.null_vector) / scale
-    phi = phi / jnp.sqrt(jnp.vdot(phi, phi))
     r = float(branch.residual(run.fam, W, jnp.asarray(sp.p))[1])
-    return Node(W, sp.p, phi, 0.0, r, 0)
+    if not r <= 100 * tol:
+        raise ValueError(
+            f"`U0`: the branch point is not an equilibrium of this family at p = "
+            f"{sp.p:.8g} (stopping residual {r:.2e} > 100 tol); pass a SpecialPoint of "
+            f"a continuation of the same family, N, scheme and metric."
+        )
+    phi = jnp.asarray(sp.null_vector) / scale
+    tW_old = jnp.asarray(sp.tangent) / scale
+    along = jnp.vdot(phi, tW_old)
+    phiW, phip = phi - along * tW_old, -along * sp.tangent_p
+    norm = jnp.sqrt(jnp.vdot(phiW, phiW) + phip**2)
+    return Node(W, sp.p, phiW / norm, float(phip / norm), r, 0)
 
 
 def _landing(run, a: Node, b: Node, bound: float) -> Node | None:
@@ -178,15 +187,18 @@ def continuation(
 
     **Special points** ([`SpecialPoint`][stability.SpecialPoint]). A *fold* (an optimum
     merging with a saddle) is where $dp/ds$ changes sign; a *branch point* is where
-    the index changes and $dp/ds$ does not (the sign of the bordered determinant,
-    $\mathrm{sign}\det K \cdot \mathrm{sign}\,dp/ds$, changes). Each is located by
-    regula falsi (Illinois) in the arclength on its test function, $dp/ds$ or the
-    eigenvalue of $K$ nearest zero, until that is at most `locate_tol` (times
-    $\|K\|$ for a branch point): a fold's $p$ is then exact to about
-    `locate_tol`$^2/(2|d^2p/ds^2|)$ plus the corrector's error, far below 1e-8. To
-    follow the other branch through a branch point, pass the
-    [`SpecialPoint`][stability.SpecialPoint] as `U0`: the run starts along its null
-    vector (`direction=-1` for the other half).
+    the index (the number of negative eigenvalues of $K$) changes and $dp/ds$ does
+    not: there the sign of the bordered determinant, $\mathrm{sign}\det K \cdot
+    \mathrm{sign}\,dp/ds$, changes. Each is located by regula falsi (Illinois) in the
+    arclength on its test function, $dp/ds$ or the eigenvalue of $K$ that crosses zero
+    (the one at the position of the smaller index), until that is at most
+    `locate_tol` (times $\|K\|$ for a branch point): a fold's $p$ is then exact to
+    about `locate_tol`$^2/(2|d^2p/ds^2|)$ plus the corrector's error, far below 1e-8.
+    Special points beyond `p_span` are not reported. To follow the other branch
+    through a branch point, pass the [`SpecialPoint`][stability.SpecialPoint] as `U0`:
+    the run leaves along its null vector, made orthogonal to the old branch's tangent
+    (`direction=-1` for the other half); the first step may turn (a transcritical
+    branch point).
 
     **Arguments:**
 
@@ -210,7 +222,7 @@ def continuation(
       $\Delta p$ = `p_end - p_start`).
     - `max_points`: the most points on the branch; `max_newton`: Newton steps per
       correction; `locate_tol`: see above; `direction`: +1 to start towards
-      `p_end`, -1 the other way (for a branch point: along $+\varphi$ or $-\varphi$);
+      `p_end`; for a branch point, +1 or -1 leaves along $+\varphi$ or $-\varphi$;
       `method`: `"auto"`, `"dense"` or `"matrix-free"`.
 
     **Returns:** a [`Continuation`][stability.Continuation] (`points`,
@@ -239,19 +251,35 @@ def continuation(
     max_points = positive_int(max_points, "max_points", minimum=2)
     max_newton = positive_int(max_newton, "max_newton")
     locate_tol = positive_float(locate_tol, "locate_tol")
-    if direction not in (1, -1):
-        raise ValueError(f"`direction` must be 1 or -1; got {direction!r}.")
     method = choice(method, "method", ("auto", "dense", "matrix-free"))
     switching = isinstance(U0, SpecialPoint)
+    lo, hi = min(p_start, p_end), max(p_start, p_end)
+    if direction not in (1, -1):
+        raise ValueError(f"`direction` must be 1 or -1; got {direction!r}.")
+    if direction == -1 and not switching:
+        raise ValueError(
+            "`direction`=-1 chooses the other half of a branch through a branch point "
+            "(U0 a SpecialPoint); from an ordinary start the run goes from p_span[0] "
+            "towards p_span[1]: swap p_span instead."
+        )
     if switching and (U0.kind != "branch" or U0.null_vector is None):
         raise ValueError(
             f"`U0`: a SpecialPoint starts a branch only at a branch point; got a {U0.kind}."
+        )
+    if switching and not lo <= U0.p <= hi:
+        raise ValueError(
+            f"`U0`: the branch point at p = {U0.p:.8g} lies outside p_span = {p_span!r}."
         )
     p0 = U0.p if switching else p_start
     span = abs(p_end - p_start)
     step = span / 50 if step is None else positive_float(step, "step")
     min_step = 1e-8 * span if min_step is None else positive_float(min_step, "min_step")
     max_step = span / 5 if max_step is None else positive_float(max_step, "max_step")
+    if not min_step <= step <= max_step:
+        raise ValueError(
+            f"`step` must lie between `min_step` and `max_step`; got min_step = "
+            f"{min_step:g}, step = {step:g}, max_step = {max_step:g}."
+        )
 
     problem0 = _check_family(family, p0)
     sh0 = flow.shoot(problem0, N, scheme)
@@ -279,7 +307,7 @@ def continuation(
                 f"`U0`: the branch point's control has shape {U0.U.shape}; this "
                 f"continuation's controls have shape {(N, problem0.control_dim)} (N = {N})."
             )
-        first = _switch(run, U0, scale)
+        first = _switch(run, U0, scale, tol)
         first.tW, first.tp = direction * first.tW, direction * first.tp
     else:
         first = _start(run, sh0, U0, p0, scale, tol, stop_on)
@@ -287,8 +315,7 @@ def continuation(
         first.tW, first.tp = orient * first.tW, orient * first.tp
     run.record(first)
     nodes, specials = [first], []
-    lo, hi = min(p_start, p_end), max(p_start, p_end)
-    ds, status, closed, reason = step, None, False, ""
+    ds, status, reason = step, None, ""
     while status is None:
         if len(nodes) >= max_points:
             status = RESULTS.max_steps
@@ -299,20 +326,28 @@ def continuation(
             break
         a = nodes[-1]
         b = run.node(a.W, a.p, a.tW, a.tp, ds)
-        if b is None or a.cos(b) < _MIN_COS:
+        # the first step off a branch point may turn far: (phi, 0) is the new branch's
+        # tangent only for a symmetric (pitchfork) branch point
+        turned = b is not None and a.cos(b) < _MIN_COS and not (switching and len(nodes) == 1)
+        if b is None or turned:
             run.num_rejected += 1
             ds *= 0.5
             if ds < min_step:
                 status = RESULTS.stalled
                 reason = (
                     f"the corrector failed from p = {a.p:.8g} (norm {a.record.norm:.6g}) "
-                    f"with steps down to min_step = {min_step:.3g}: the branch turns "
-                    f"sharply there, meets a singular point it cannot pass, or ends"
+                    f"with steps down to min_step = {min_step:.3g} (its last stopping "
+                    f"residual {run.last_residual:.2e}, tol {tol:.1e}): the branch turns "
+                    f"sharply there, meets a singular point it cannot pass, ends, or "
+                    f"needs a tolerance above its rounding floor"
                 )
             continue
         run.record(b)
         nodes.append(b)
-        specials += events(run, a, b, ds, len(nodes) - 2, locate_tol)
+        # special points beyond p_span's end (before the landing) are not reported
+        specials += [
+            sp for sp in events(run, a, b, ds, len(nodes) - 2, locate_tol) if lo <= sp.p <= hi
+        ]
         if not lo <= b.p <= hi and lo <= a.p <= hi:
             landed = _landing(run, a, b, hi if b.p > hi else lo)
             if landed is not None:
@@ -320,9 +355,6 @@ def continuation(
                 nodes[-1] = landed
             status = RESULTS.completed
             reason = f"the branch left p_span at p = {nodes[-1].p:.8g}"
-        elif len(nodes) > 3 and _closes(first, b, ds):
-            status, closed = RESULTS.completed, True
-            reason = f"the branch closed: it came back to its start after {len(nodes)} points"
         elif b.newton_steps <= 3:
             ds = min(1.5 * ds, max_step)
         elif b.newton_steps > 5:
@@ -340,7 +372,6 @@ def continuation(
         tol=tol,
         stop_on=stop_on,
         method="dense" if dense else "matrix-free",
-        closed=closed,
         num_newton=run.num_newton,
         num_krylov=run.num_krylov,
         num_rejected=run.num_rejected,
@@ -352,36 +383,59 @@ def continuation(
     )  # fmt: skip
 
 
-def _closes(first: Node, b: Node, ds: float) -> bool:
-    d = jnp.sqrt(jnp.vdot(b.W - first.W, b.W - first.W) + (b.p - first.p) ** 2)
-    return bool(d < 0.5 * ds) and first.cos(b) > 0
+def _vertices(result: Continuation) -> list[tuple[float, np.ndarray]]:
+    """The branch as (p, U) vertices: its points, with each fold inserted after the
+    point before it, so that p is monotone between consecutive vertices."""
+    folds = {s.after: s for s in result.folds}
+    out = []
+    for i, q in enumerate(result.points):
+        out.append((q.p, q.U))
+        if i in folds:
+            out.append((folds[i].p, folds[i].U))
+    return out
 
 
 def points_at(result: Continuation, p: float) -> tuple[ContinuationPoint, ...]:
-    """The equilibria of `result`'s branch at `p` (see `Continuation.at`)."""
+    """The equilibria of `result`'s branch at `p` (see `Continuation.at`): on each
+    stretch between consecutive vertices whose parameters enclose `p`, the root of
+    p(sigma) = p along the secant (pseudo-arclength corrections, well conditioned at
+    a fold), then Newton at fixed p away from folds; duplicates removed."""
     fam = result.family
-    size = result.N * result.m
     dense = result.method == "dense"
     analyser = Analyser(fam, dense, (result.N, result.m), np.asarray(fam.steps))
     run = Run(fam, dense, result.tol, result.settings["max_newton"], analyser)
-    pts = result.points
-    out: list[ContinuationPoint] = []
-    for a, b in zip(pts[:-1], pts[1:], strict=True):
-        if a.p == b.p or (a.p - p) * (b.p - p) > 0:
+    scale = fam.scale
+    vertices = _vertices(result)
+    found: list[Node] = []
+    for (pa, Ua), (pb, Ub) in zip(vertices[:-1], vertices[1:], strict=True):
+        if pa == pb or (pa - p) * (pb - p) > 0:
             continue
-        if out and a.p == p:  # the stretch starts at the previous one's end
-            continue
-        theta = (p - a.p) / (b.p - a.p)
-        Wa, Wb = jnp.asarray(a.U) / fam.scale, jnp.asarray(b.U) / fam.scale
-        dW, dp = Wb - Wa, b.p - a.p
+        Wa, Wb = jnp.asarray(Ua) / scale, jnp.asarray(Ub) / scale
+        dW, dp = Wb - Wa, pb - pa
         n = float(jnp.sqrt(jnp.vdot(dW, dW) + dp**2))
-        node = run.at_parameter(Wa + theta * dW, p, dW / n, dp / n)
-        if node is not None:
-            out.append(run.record(node))
-    if not out:
-        ps = [q.p for q in pts]
+        tW, tp = dW / n, dp / n
+        a = Node(Wa, pa, tW, tp, 0.0, 0)
+        b = Node(Wb, pb, tW, tp, 0.0, 0)
+
+        def evaluate(sigma, a=a):
+            return run.node(a.W, a.p, a.tW, a.tp, sigma, with_tangent=False)
+
+        ftol = 1e-13 * max(1.0, abs(p))
+        node, value, _ = illinois(evaluate, lambda q: q.p - p, n, a, b, pa - p, pb - p, ftol)
+        TW, Tp, ok = run.tangent(node.W, node.p, tW, tp)
+        node.tW, node.tp = (TW, Tp) if ok else (tW, tp)
+        if node.p != p and ok and abs(Tp) > 1e-3:  # well conditioned: land on p exactly
+            exact = run.at_parameter(node.W, p, node.tW, node.tp)
+            node = exact if exact is not None else node
+        if node.residual == 0.0:  # a vertex itself: its residual
+            node.residual = float(branch.residual(fam, node.W, jnp.asarray(node.p))[1])
+        size = 1e-8 * (1.0 + float(jnp.max(jnp.abs(node.W))))
+        if all(float(jnp.max(jnp.abs(node.W - m.W))) > size for m in found):
+            found.append(node)
+    if not found:
+        ps = [q.p for q in result.points]
         raise ValueError(
             f"`p` = {p:g}: no stretch of the branch encloses it (the branch spans "
-            f"p in [{min(ps):.6g}, {max(ps):.6g}], N*m = {size})."
+            f"p in [{min(ps):.6g}, {max(ps):.6g}])."
         )
-    return tuple(out)
+    return tuple(run.record(node) for node in found)

@@ -46,7 +46,8 @@ class ContinuationPoint(AbstractRecord):
       $E^N$, `"unstable"` a maximiser, `"marginal"` a zero eigenvalue and no unstable
       one); `index`: the number of unstable directions (eigenvalues of $J$ above zero,
       the Morse index of $E^N$); `certain`: False when the matrix-free path could not
-      resolve the whole slow end (more than `k` unstable directions);
+      resolve an end of the spectrum (or found more than 6 unstable directions, where
+      the index is a lower bound): then no special point is detected from it;
     - `alpha_max`: the forward-Euler step bound $2/|\text{stiff}|$ of descent with
       this metric (None unless asymptotically stable);
     - `residual`: the stopping residual at $U^*$ (`stop_on`); `tangent_p`:
@@ -100,6 +101,9 @@ class SpecialPoint(AbstractRecord):
       of the eigenvalue nearest zero, in $U$'s shape, which
       [`continuation`][stability.continuation] follows to switch branches; None for a
       fold;
+    - `tangent`, `tangent_p`: the unit tangent $(dU/ds, dp/ds)$ of the branch at
+      the last point before it (unit in the metric: $dU^T M\,dU + dp^2 = 1$); a
+      branch switch leaves along the null vector made orthogonal to it;
     - `after`: the index in `points` of the last point before it.
     """
 
@@ -113,8 +117,10 @@ class SpecialPoint(AbstractRecord):
     test: float
     iterations: int
     null_vector: Float[np.ndarray, "N m"] | None
+    tangent: Float[np.ndarray, "N m"]
+    tangent_p: float
     after: int
-    _arrays: ClassVar[tuple[str, ...]] = ("U", "null_vector")
+    _arrays: ClassVar[tuple[str, ...]] = ("U", "null_vector", "tangent")
 
     def _summary(self) -> str:
         return (
@@ -129,15 +135,17 @@ class Continuation(AbstractResult):
 
     **Fields:**
 
-    - `result`: `completed` (the branch left `p_span`, or came back to its start:
-      `closed`), `max_steps` (`max_points` points were taken first), `stalled` (the
-      corrector failed at the smallest step: a sharp turn, a singular point it could
-      not pass, or the end of the branch), `diverged` (a non-finite value);
+    - `result`: `completed` (the branch left `p_span`; a closed branch through
+      `p_span[0]` leaves it where it comes back across `p_span[0]`), `max_steps`
+      (`max_points` points were taken first), `stalled` (the corrector failed at the
+      smallest step: a sharp turn, a singular point it could not pass, the end of
+      the branch, or a tolerance below the residual's rounding floor; the message
+      gives the last residual);
     - `points`: a tuple of [`ContinuationPoint`][stability.ContinuationPoint], in the
       order of the branch; `special_points`: a tuple of
       [`SpecialPoint`][stability.SpecialPoint], in the same order;
     - `problem`, `N`, `m`, `scheme`, `metric`, `p_span`, `tol`, `stop_on`, `method`
-      (`"dense"` or `"matrix-free"`), `closed`;
+      (`"dense"` or `"matrix-free"`);
     - counters: `num_newton` (corrector Newton steps, the rejected ones included),
       `num_krylov` (GMRES steps of the matrix-free path), `num_rejected` (steps
       halved), `num_products` (Hessian-vector products of the spectra's Lanczos runs);
@@ -159,7 +167,6 @@ class Continuation(AbstractResult):
     tol: float
     stop_on: str
     method: str
-    closed: bool
     num_newton: int
     num_krylov: int
     num_rejected: int
@@ -217,7 +224,6 @@ class Continuation(AbstractResult):
             "tol": self.tol,
             "stop_on": self.stop_on,
             "method": self.method,
-            "closed": self.closed,
             "num_points": len(self.points),
             "num_newton": self.num_newton,
             "num_krylov": self.num_krylov,

@@ -8,6 +8,7 @@ zero)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ class Run:
         self.rtol = 1e-10
         self.max_krylov = 1000
         self.num_newton = self.num_krylov = self.num_rejected = 0
+        self.last_residual = math.nan
 
     def correct(self, W, p, tW, tp):
         out = branch.correct(
@@ -45,6 +47,7 @@ class Run:
             self.max_newton, self.dense, self.rtol, self.max_krylov,
         )  # fmt: skip
         W, p, r, it, steps, ok = out
+        self.last_residual = float(r)
         self.num_newton += int(it)
         self.num_krylov += int(steps)
         return W, float(p), float(r), int(it), bool(ok)
@@ -57,13 +60,17 @@ class Run:
         self.num_krylov += int(n)
         return xW, float(xp), bool(ok)
 
-    def node(self, W, p, tW, tp, sigma=0.0) -> Node | None:
+    def node(self, W, p, tW, tp, sigma=0.0, *, with_tangent=True) -> Node | None:
         """The branch point predicted at arclength `sigma` along (tW, tp) from (W, p)
         and corrected on the hyperplane through the prediction normal to the tangent;
-        with its own tangent, oriented by (tW, tp). None when either solve fails."""
+        with its own tangent, oriented by (tW, tp) (with `with_tangent=False`, the
+        given one: the tangent solve is singular at a branch point). None when a
+        solve fails."""
         W1, p1, r, it, ok = self.correct(W + sigma * tW, p + sigma * tp, tW, tp)
         if not ok:
             return None
+        if not with_tangent:
+            return Node(W1, p1, tW, tp, r, it)
         TW, Tp, ok = self.tangent(W1, p1, tW, tp)
         return Node(W1, p1, TW, Tp, r, it) if ok else None
 
@@ -82,27 +89,39 @@ class Run:
         return node.record
 
 
-def _illinois(
-    run: Run, a: Node, b: Node, ds: float, test: Callable, fa: float, fb: float, ftol: float
+def illinois(
+    evaluate: Callable[[float], Node | None],
+    test: Callable[[Node], float],
+    hi: float,
+    a: Node,
+    b: Node,
+    fa: float,
+    fb: float,
+    ftol: float,
 ):
-    """The root of test(node(sigma)) for sigma in (0, ds) by regula falsi with the
-    Illinois modification (superlinear, bracketing). Returns the node with the smallest
-    |test| found (b itself when no evaluation improved on it, e.g. every corrector
-    inside the bracket failed), its test value and the number of evaluations."""
-    lo, hi, flo, fhi = 0.0, ds, fa, fb
+    """The root of test(evaluate(sigma)) for sigma in (0, hi), with test values fa
+    at a (sigma = 0) and fb at b (sigma = hi) of opposite signs, by regula falsi with
+    the Illinois modification (superlinear, bracketing). An evaluation that fails is
+    retried once at a nudged sigma, then the bracket is bisected. Returns the node
+    with the smallest |test| found (a or b when nothing improved on them), its test
+    value and the number of evaluations."""
+    lo, flo, fhi = 0.0, fa, fb
     side, iterations = 0, 0
-    best, best_value = b, fb
+    best, best_value = (a, fa) if abs(fa) < abs(fb) else (b, fb)
     for iterations in range(1, 61):  # noqa: B007 - the count is returned
         sigma = (lo * fhi - hi * flo) / (fhi - flo)
         if not lo < sigma < hi:
             sigma = 0.5 * (lo + hi)
-        node = run.node(a.W, a.p, a.tW, a.tp, sigma)
+        node = evaluate(sigma)
+        if node is None:  # e.g. exactly on a singular point: step aside once
+            sigma = sigma + 1e-3 * (hi - lo) * (1 if sigma - lo < hi - sigma else -1)
+            node = evaluate(sigma)
         if node is None:
             break
         value = test(node)
         if abs(value) <= abs(best_value):
             best, best_value = node, value
-        if abs(value) <= ftol or hi - lo <= 1e-15 * ds:
+        if abs(value) <= ftol or hi - lo <= 1e-15 * max(abs(hi), 1e-300):
             break
         if np.sign(value) == np.sign(flo):
             lo, flo = sigma, value
@@ -117,32 +136,43 @@ def _illinois(
     return best, best_value, iterations
 
 
-def _nearest_zero(run: Run, node: Node) -> float:
+def _eigenvalue(run: Run, node: Node, position: int) -> float:
+    """The eigenvalue of K at `position` in ascending order (the one that crosses
+    zero when the index changes between `position` and `position + 1`)."""
     lam, _ = run.analyser.eigen(node.W, node.p)
-    return float(lam[int(np.argmin(np.abs(lam)))])
+    return float(lam[min(position, lam.size - 1)])
 
 
 def events(run: Run, a: Node, b: Node, ds: float, after: int, locate_tol: float):
     """The special point between consecutive points a and b, located: a fold where
-    dp/ds changes sign, a branch point where the index changes and dp/ds does not."""
+    dp/ds changes sign, a branch point where the index changes and dp/ds does not
+    (the eigenvalue at the position of the smaller index crosses zero)."""
     ra, rb = a.record, b.record
     fold = np.sign(a.tp) * np.sign(b.tp) < 0
     crossing = ra.index != rb.index and ra.certain and rb.certain
+    with_tangent = True
     if fold:
         kind, test, fa, fb, ftol = "fold", (lambda n: n.tp), a.tp, b.tp, locate_tol
     elif crossing:
-        fa, fb = _nearest_zero(run, a), _nearest_zero(run, b)
-        if np.sign(fa) * np.sign(fb) >= 0:
+        position = min(ra.index, rb.index)
+        fa, fb = _eigenvalue(run, a, position), _eigenvalue(run, b, position)
+        if np.sign(fa) * np.sign(fb) >= 0:  # pragma: no cover - the index says otherwise
             return []
-        kind, test = "branch", (lambda n: _nearest_zero(run, n))
+        kind, test = "branch", (lambda n: _eigenvalue(run, n, position))
         ftol = locate_tol * max(abs(ra.stiff), abs(ra.slow))
+        with_tangent = False  # the tangent solve is singular at the branch point
     else:
         return []
-    node, value, iterations = _illinois(run, a, b, ds, test, fa, fb, ftol)
+
+    def evaluate(sigma: float) -> Node | None:
+        return run.node(a.W, a.p, a.tW, a.tp, sigma, with_tangent=with_tangent)
+
+    node, value, iterations = illinois(evaluate, test, ds, a, b, fa, fb, ftol)
     rec = run.analyser.point(node.W, node.p, node.residual, node.tp, node.newton_steps)
+    scale = np.asarray(run.fam.scale)
     null = None
     if kind == "branch":
-        null = np.asarray(run.fam.scale) * run.analyser.null_vector(node.W, node.p)
+        null = scale * run.analyser.null_vector(node.W, node.p)
     return [
         SpecialPoint(
             kind=kind,
@@ -155,6 +185,8 @@ def events(run: Run, a: Node, b: Node, ds: float, after: int, locate_tol: float)
             test=float(value),
             iterations=int(iterations),
             null_vector=null,
+            tangent=scale * np.asarray(a.tW),
+            tangent_p=float(a.tp),
             after=after,
         )
     ]

@@ -79,8 +79,8 @@ def test_matrix_free_path_finds_the_same_folds(tilted):
     )
     assert c.method == "matrix-free" and c.num_krylov > 0 and c.num_products > 0
     assert [s.kind for s in c.special_points] == ["fold", "fold"]
-    for s, ref in zip(c.special_points, tilted.special_points, strict=True):
-        assert abs(s.p - ref.p) < 1e-8
+    for s, ref, exact in zip(c.special_points, tilted.special_points, (1.0, -1.0), strict=True):
+        assert abs(s.p - exact) < 1e-8 and abs(s.p - ref.p) < 1e-8
 
 
 def test_branch_point_and_switching_on_the_symmetric_well():
@@ -104,11 +104,67 @@ def test_branch_point_and_switching_on_the_symmetric_well():
             problems.symmetric_well, bp, (0.0, 2.0), N=N, direction=direction
         )
         assert d.status == "completed" and d.points[-1].p == 2.0
+        assert d.special_points == ()  # the new branch has none of its own
         for q in d.points[1:]:
             x = q.U[0, 0]
             assert np.sign(x) == sign
             assert abs(x**2 - (q.p - 1.0)) < 1e-9
             assert q.kind == "asymptotically stable"
+
+
+@pytest.mark.parametrize("end", [2.5, 4.0, 40.0])
+def test_branch_point_is_located_whatever_the_span(end):
+    """Long steps land next to the branch point and other eigenvalues come closer to
+    zero than the crossing one: the test follows the eigenvalue that crosses."""
+    c = stability.continuation(problems.symmetric_well, np.zeros((20, 1)), (0.0, end), N=20)
+    assert [s.kind for s in c.special_points] == ["branch"]
+    assert abs(c.special_points[0].p - 1.0) < 1e-8
+
+
+def test_no_special_point_beyond_p_span():
+    c = stability.continuation(problems.symmetric_well, np.zeros((20, 1)), (0.0, 0.99), N=20)
+    assert c.special_points == () and c.points[-1].p == 0.99
+    assert {q.index for q in c.points} == {0}
+
+
+def _transcritical(p):
+    """x' = u, E = x(1)^3/3 - p x(1)^2/2, int u^2/2: stationary x(x - (p - 1)) = 0, the
+    branches x = 0 and x = p - 1 cross at p = 1 (a transcritical branch point)."""
+    return flow.OptimalControlProblem(
+        lambda x, u: u, lambda x: x[0] ** 3 / 3 - p * x[0] ** 2 / 2, [0.0], 0.0, 1.0,
+        running_cost=lambda x, u: 0.5 * jnp.sum(u**2), control_dim=1,
+    )  # fmt: skip
+
+
+def test_switching_at_a_transcritical_branch_point():
+    N = 20
+    c = stability.continuation(_transcritical, np.zeros((N, 1)), (0.0, 2.0), N=N)
+    (bp,) = c.branch_points
+    assert abs(bp.p - 1.0) < 1e-8 and bp.tangent_p == pytest.approx(1.0)
+    ends = []
+    for direction in (1, -1):
+        d = stability.continuation(_transcritical, bp, (0.0, 2.0), N=N, direction=direction)
+        assert d.status == "completed" and len(d.points) > 3
+        for q in d.points:
+            assert abs(q.U[0, 0] - (q.p - 1.0)) < 1e-9  # the other branch, x = p - 1
+        ends.append(d.points[-1].p)
+        # x = p - 1 is a minimiser for p > 1 and a saddle for p < 1
+        assert all(q.kind == ("saddle" if q.p < 1 else "asymptotically stable")
+                   for q in d.points[1:])  # fmt: skip
+    assert sorted(ends) == [0.0, 2.0]
+    with pytest.raises(ValueError, match="not an equilibrium of this family"):
+        stability.continuation(_transcritical, _moved(bp), (0.0, 2.0), N=N)
+    with pytest.raises(ValueError, match="outside p_span"):
+        stability.continuation(_transcritical, bp, (1.5, 2.0), N=N)
+    with pytest.raises(ValueError, match="shape"):
+        stability.continuation(_transcritical, bp, (0.0, 2.0), N=N + 1)
+
+
+def _moved(bp):
+    """The branch point with its control shifted: not an equilibrium any more."""
+    import dataclasses
+
+    return dataclasses.replace(bp, U=bp.U + 0.1)
 
 
 def test_van_der_pol_continued_equilibria_equal_fresh_solves():
@@ -169,6 +225,15 @@ def test_to_dict_table_and_at(tilted):
     xs = sorted(q.U[0, 0] for q in tilted.at(0.0))
     assert np.allclose(xs, [-np.sqrt(3) / 2, 0.0, np.sqrt(3) / 2], atol=1e-9)
     assert [q.index for q in sorted(tilted.at(0.0), key=lambda q: q.U[0, 0])] == [0, 1, 0]
+    # next to the folds: every root of the cubic once (natural-parameter Newton alone
+    # finds one root twice here), and the double root at the fold itself
+    for p in (0.999, 0.9999, -0.9999):
+        roots = np.roots([4.0, 0.0, -3.0, p])
+        roots = np.sort(roots[np.abs(roots.imag) < 1e-7].real)
+        qs = tilted.at(p)
+        assert np.allclose(np.sort([q.U[0, 0] for q in qs]), roots, atol=1e-9)
+        assert all(q.p == p for q in qs)
+    assert np.allclose(np.sort([q.U[0, 0] for q in tilted.at(1.0)]), [-1.0, 0.5], atol=1e-7)
     with pytest.raises(ValueError, match="`p` = 3"):
         tilted.at(3.0)
     assert "fold at p=1" in repr(tilted)
@@ -205,6 +270,8 @@ def _horizon(p):
         ({"metric": "newton"}, ValueError, "constant diagonal metric"),
         ({"U0": np.zeros((5, 1))}, ValueError, "`U0`"),
         ({"direction": 0}, ValueError, "`direction`"),
+        ({"direction": -1}, ValueError, "swap p_span"),
+        ({"step": 1.0, "max_step": 0.5}, ValueError, "`step` must lie between"),
         ({"method": "lu"}, ValueError, "`method`"),
     ],
 )
@@ -301,3 +368,23 @@ def test_gradflow_continue(tmp_path, capsys):
     assert main(["continue", "no_such_family", "--out", str(out)]) == 2
     assert "unknown family 'no_such_family'" in capsys.readouterr().err
     assert main(["continue", "symmetric_well", "--from", "1", "--to", "1"]) == 2
+
+
+def _circle(p):
+    """x' = u, E = x^3/3 - x^2/2 + (p^2 - 1) x, int u^2/2: stationary x^2 + p^2 = 1, a
+    closed branch (an isola) with folds at p = -1 and 1 (x = 0)."""
+    return flow.OptimalControlProblem(
+        lambda x, u: u, lambda x: x[0] ** 3 / 3 - x[0] ** 2 / 2 + (p**2 - 1) * x[0],
+        [0.0], 0.0, 1.0, running_cost=lambda x, u: 0.5 * jnp.sum(u**2), control_dim=1,
+    )  # fmt: skip
+
+
+def test_a_closed_branch_ends_where_it_crosses_the_start_again():
+    """From (p, x) = (0, 1) on the circle, through the fold at p = 1, back across
+    p = 0 on the other half (x = -1): the run lands there and ends."""
+    c = stability.continuation(_circle, np.ones((10, 1)), (0.0, 2.0), N=10)
+    assert c.status == "completed" and "left p_span at p = 0" in c.message
+    assert [round(s.p, 8) for s in c.folds] == [1.0]
+    assert c.points[-1].p == 0.0 and c.points[-1].U[0, 0] == pytest.approx(-1.0, abs=1e-9)
+    for q in c.points:
+        assert abs(q.U[0, 0] ** 2 + q.p**2 - 1.0) < 1e-9
