@@ -307,10 +307,14 @@ def test_console_script_by_name():
     out = {k: (*p.communicate(timeout=120), p.returncode) for k, p in procs.items()}
     text, err, code = out["help"]
     assert code == 0 and err == ""
-    assert text.startswith("usage: gradflow [-h] [--version] {analyze,problems,figures,sweep}")
+    usage = "usage: gradflow [-h] [--version] {analyze,problems,figures,sweep,continue}"
+    assert text.startswith(usage)
     text, err, code = out["problems"]
     assert code == 0 and err == ""
-    names = [line.split()[0] for line in text.strip().splitlines()]
+    builtin, families = text.strip().split("\n\n")
+    names = [line.split()[0] for line in builtin.splitlines()]
     assert names == list(flow.problems.BUILTIN)
+    assert families.splitlines()[0].startswith("problem families")
+    assert [line.split()[0] for line in families.splitlines()[1:]] == list(flow.problems.FAMILIES)
     (default,) = [line for line in text.splitlines() if line.endswith("(default)")]
     assert default.split()[0] == flow.problems.DEFAULT_PROBLEM

@@ -84,7 +84,7 @@ def test_matrix_free_path_finds_the_same_folds(tilted):
 
 
 def test_branch_point_and_switching_on_the_symmetric_well():
-    N = 40
+    N = 20
     c = stability.continuation(problems.symmetric_well, np.zeros((N, 1)), (0.0, 2.0), N=N)
     assert c.status == "completed"
     assert [s.kind for s in c.special_points] == ["branch"]
