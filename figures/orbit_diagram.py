@@ -36,6 +36,7 @@ import numpy as np
 import flow
 import stability
 from figures import _plots, _style
+from flow import problems
 
 
 NAME = "orbit_diagram"
@@ -49,13 +50,8 @@ DISTANCES_QUICK = (1e-2, 0.1)
 
 def tilted_double_well() -> flow.OptimalControlProblem:
     r"""$\dot x = u$, $x(0) = 0.3$ on $[0, 1]$, $E = (x(1)^2 - 1)^2 + 0.2\,x(1)$,
-    running cost $u^2/2$."""
-    return flow.OptimalControlProblem(
-        dynamics=lambda x, u: u,
-        endpoint_cost=lambda x: (x[0] ** 2 - 1.0) ** 2 + 0.2 * x[0],
-        running_cost=lambda x, u: 0.5 * u[0] ** 2,
-        x0=jnp.array([0.3]), t0=0.0, tf=1.0, control_dim=1, name="tilted_double_well",
-    )  # fmt: skip
+    running cost $u^2/2$: `flow.problems.tilted_double_well(0.2, x0=0.3)`."""
+    return problems.tilted_double_well(0.2, x0=0.3)
 
 
 def plot_orbit_diagram(diagram: stability.OrbitDiagram, ax: Any, *, label: bool = True) -> None:

@@ -25,12 +25,14 @@ def _symmetric_endpoint(p, x):
     return 0.25 * x[0] ** 4 - 0.5 * p * x[0] ** 2
 
 
-def _integrator_problem(endpoint: Callable, p: Any, name: str) -> OptimalControlProblem:
-    """x' = u, x(0) = 0 on [0, 1], cost endpoint(p, x(1)) + int u^2/2."""
+def _integrator_problem(
+    endpoint: Callable, p: Any, name: str, x0: Any = 0.0
+) -> OptimalControlProblem:
+    """x' = u, x(0) = x0 on [0, 1], cost endpoint(p, x(1)) + int u^2/2."""
     return OptimalControlProblem(
         _integrator,
         functools.partial(endpoint, p),
-        x0=[0.0],
+        x0=[x0],
         t0=0.0,
         tf=1.0,
         running_cost=ControlPenalty(1.0),
@@ -39,18 +41,19 @@ def _integrator_problem(endpoint: Callable, p: Any, name: str) -> OptimalControl
     )
 
 
-def tilted_double_well(p: Any) -> OptimalControlProblem:
-    r"""$\dot x = u$, $x(0) = 0$ on $[0, 1]$, cost $E = (x(1)^2 - 1)^2 + p\,x(1)$ plus
-    $\int_0^1 u^2/2\,dt$: a tilted double well.
+def tilted_double_well(p: Any, *, x0: Any = 0.0) -> OptimalControlProblem:
+    r"""$\dot x = u$, $x(0) = x_0$ on $[0, 1]$, cost $E = (x(1)^2 - 1)^2 + p\,x(1)$
+    plus $\int_0^1 u^2/2\,dt$: a tilted double well (`x0` default 0; the figure
+    `orbit_diagram` uses $p = 0.2$, $x_0 = 0.3$).
 
-    For every scheme here $x_N = h\sum_k u_k$, so a stationary $U$ is constant,
+    With $x_0 = 0$, for every scheme here $x_N = h\sum_k u_k$, so a stationary $U$ is constant,
     $u_k = x$ with $x = -E'(x)$: $4x^3 - 3x + p = 0$. The branch is an S in the
     $(p, x)$ plane with folds at $p = \pm 1$ ($x = \pm 1/2$), for every $N$: one
     minimiser for $|p| > 1$; two minimisers and a saddle for $|p| < 1$. The Hessian
     of $E^N$ is $h I + h^2 E''(x_N)\,\mathbf{1}\mathbf{1}^T$, with eigenvalues $h$
     ($N - 1$ times) and $h(1 + E''(x))$, $E''(x) = 12x^2 - 4$.
     """
-    return _integrator_problem(_tilted_endpoint, p, "tilted_double_well")
+    return _integrator_problem(_tilted_endpoint, p, "tilted_double_well", x0)
 
 
 def symmetric_well(p: Any) -> OptimalControlProblem:

@@ -261,13 +261,7 @@ def van_der_pol(control_bounds: Any = None, *, mu: Any = 1.0) -> OptimalControlP
     if isinstance(mu, jax.core.Tracer):
         dynamics = functools.partial(_vdp_dynamics_mu, mu)
     else:
-        if hasattr(mu, "shape") and np.shape(mu) == ():  # a 0-d array
-            mu = np.asarray(mu).item()
-        if isinstance(mu, bool) or not isinstance(mu, int | float | np.integer | np.floating):
-            raise TypeError(f"`mu` must be a real number; got {mu!r}.")
-        if not np.isfinite(mu):
-            raise ValueError(f"`mu` must be finite; got {mu}.")
-        mu = float(mu)
+        mu = validation.finite_float(mu, "mu")
         dynamics = _vdp_dynamics if mu == 1.0 else functools.partial(_vdp_dynamics_mu, mu)
     return OptimalControlProblem(
         dynamics,

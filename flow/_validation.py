@@ -26,6 +26,16 @@ def _is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
+def _real_number(value: Any, name: str) -> float:
+    """A real number or a concrete 0-d array as a float (bool refused)."""
+    if isinstance(value, bool) or not isinstance(value, _REAL):
+        if hasattr(value, "shape") and np.shape(value) == () and not _is_traced(value):
+            value = np.asarray(value).item()
+        if isinstance(value, bool) or not isinstance(value, _REAL):
+            raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+    return float(value)
+
+
 def positive_float(
     value: Any, name: str, *, allow_zero: bool = False, allow_traced: bool = False
 ) -> float | Any:
@@ -35,16 +45,19 @@ def positive_float(
     """
     if allow_traced and _is_traced(value):
         return value
-    if isinstance(value, bool) or not isinstance(value, _REAL):
-        if hasattr(value, "shape") and np.shape(value) == () and not _is_traced(value):
-            value = np.asarray(value).item()
-        if isinstance(value, bool) or not isinstance(value, _REAL):
-            raise TypeError(f"`{name}` must be a real number; got {value!r}.")
-    value = float(value)
+    value = _real_number(value, name)
     ok = value >= 0 if allow_zero else value > 0
     if not (math.isfinite(value) and ok):
         sign = "non-negative" if allow_zero else "positive"
         raise ValueError(f"`{name}` must be a finite {sign} number; got {value}.")
+    return value
+
+
+def finite_float(value: Any, name: str) -> float:
+    """`value` (a real number or a 0-d array) as a finite float."""
+    value = _real_number(value, name)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite; got {value}.")
     return value
 
 

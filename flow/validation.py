@@ -6,6 +6,7 @@ from ._validation import (
     STOP_ON as STOP_ON,
     choice as choice,
     controls as controls,
+    finite_float as finite_float,
     float64_array as float64_array,
     fraction as fraction,
     function as function,
@@ -24,6 +25,7 @@ from ._validation import (
 __all__ = [
     "choice",
     "controls",
+    "finite_float",
     "float64_array",
     "fraction",
     "function",

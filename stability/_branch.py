@@ -67,17 +67,15 @@ _residual_fn = jax.grad(_objective, argnums=1)
 
 def _bordered_matrix(fam: Family, W: Array, p: Array, tW: Array, tp: Array):
     """The dense bordered matrix [[K, G_p], [t_W^T, t_p]] and G (small Nm only)."""
-    size = W.size
 
     def flat(w, q):
-        return _residual_fn(fam, w.reshape(W.shape), q).reshape(-1)
+        G = _residual_fn(fam, w.reshape(W.shape), q).reshape(-1)
+        return G, G  # the second is the value itself (`has_aux`): one evaluation
 
-    G = flat(W.reshape(-1), p)
-    K, Gp = jax.jacfwd(flat, argnums=(0, 1))(W.reshape(-1), p)
+    (K, Gp), G = jax.jacfwd(flat, argnums=(0, 1), has_aux=True)(W.reshape(-1), p)
     top = jnp.concatenate([K, Gp[:, None]], axis=1)
     bottom = jnp.concatenate([tW.reshape(-1), tp[None]])[None, :]
-    A = jnp.concatenate([top, bottom], axis=0)
-    return A, G.reshape(W.shape), K.reshape(size, size)
+    return jnp.concatenate([top, bottom], axis=0), G.reshape(W.shape)
 
 
 def _solve(fam: Family, W, p, tW, tp, rhs, dense: bool, rtol, max_krylov: int):
@@ -85,7 +83,7 @@ def _solve(fam: Family, W, p, tW, tp, rhs, dense: bool, rtol, max_krylov: int):
     `rhs(G)` gives the right-hand side (W part, p part); also the number of Krylov
     steps (0 for the dense path) and whether the solve succeeded."""
     if dense:
-        A, G, _ = _bordered_matrix(fam, W, p, tW, tp)
+        A, G = _bordered_matrix(fam, W, p, tW, tp)
         bW, bp = rhs(G)
         x = jnp.linalg.solve(A, jnp.concatenate([bW.reshape(-1), bp[None]]))
         ok = jnp.all(jnp.isfinite(x))

@@ -58,11 +58,17 @@ class Analyser:
         )
         return theta, bool(certain)
 
-    def point(self, W, p, residual, tangent_p, newton_steps) -> ContinuationPoint:
-        lam, certain = self.eigen(W, p)
+    def basics(self, W, p) -> tuple[np.ndarray, float, float]:
+        """U = D^{-1/2} W, its L2 norm (sum_k h_k |u_k|^2)^{1/2} and the cost E^N."""
         U = np.asarray(self.fam.scale * W)
-        cost = float(branch.cost(self.fam, W, jnp.asarray(p)))
-        return point_record(lam, certain, U, p, cost, residual, tangent_p, newton_steps, self)
+        norm = float(np.sqrt(np.sum(self.steps[:, None] * U**2)))
+        return U, norm, float(branch.cost(self.fam, W, jnp.asarray(p)))
+
+    def point(self, W, p, residual, tangent_p, newton_steps, eigen=None) -> ContinuationPoint:
+        """The point's record; `eigen` = (eigenvalues, certain) when already computed."""
+        lam, certain = self.eigen(W, p) if eigen is None else eigen
+        U, norm, cost = self.basics(W, p)
+        return point_record(lam, certain, U, norm, p, cost, residual, tangent_p, newton_steps)
 
     def null_vector(self, W, p) -> np.ndarray:
         """The unit eigenvector phi of K nearest zero (in the scaled coordinates W), in
@@ -93,7 +99,7 @@ class Analyser:
         return np.sign(phi[i]) * phi.reshape(self.shape)
 
 
-def point_record(lam, certain, U, p, cost, residual, tangent_p, newton_steps, an):
+def point_record(lam, certain, U, norm, p, cost, residual, tangent_p, newton_steps):
     scale = float(np.max(np.abs(lam))) if lam.size else 0.0
     thr = ZERO_TOL * scale
     n_neg = int(np.sum(lam < -thr))
@@ -103,7 +109,7 @@ def point_record(lam, certain, U, p, cost, residual, tangent_p, newton_steps, an
         kind = "asymptotically stable"
     elif n_neg == 0:
         kind = "marginal"
-    elif n_pos == 0 and n_zero == 0 and certain and lam.size == an.size:
+    elif n_pos == 0 and n_zero == 0 and certain and lam.size == U.size:
         kind = "unstable"
     else:
         kind = "saddle"
@@ -111,7 +117,7 @@ def point_record(lam, certain, U, p, cost, residual, tangent_p, newton_steps, an
     return ContinuationPoint(
         p=float(p),
         U=U,
-        norm=float(np.sqrt(np.sum(an.steps[:, None] * U**2))),
+        norm=norm,
         cost=cost,
         slow=slow,
         stiff=stiff,

@@ -9,7 +9,6 @@ numerical work (the Newton corrector, the tangent) is one compiled call of
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -19,7 +18,7 @@ import numpy as np
 import flow
 from flow import RESULTS, metrics
 from flow.metrics import as_metric
-from flow.validation import choice, positive_float, positive_int
+from flow.validation import choice, finite_float, positive_float, positive_int
 
 from . import _branch as branch
 from ._branch_spectra import Analyser
@@ -35,18 +34,6 @@ above it, GMRES on Jacobian-vector products and Lanczos on Hessian-vector produc
 no $(Nm)^2$ array."""
 
 _MIN_COS = 0.9  # consecutive tangents further apart than ~25 degrees: step halved
-
-
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        if hasattr(value, "shape") and np.shape(value) == ():
-            value = np.asarray(value).item()
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"`{name}` must be a real number; got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite; got {value}.")
-    return value
 
 
 def _check_family(family: Any, p0: float) -> flow.OptimalControlProblem:
@@ -233,7 +220,7 @@ def continuation(
     """
     if isinstance(p_span, str) or not hasattr(p_span, "__len__") or len(p_span) != 2:
         raise ValueError(f"`p_span` must be a pair (p_start, p_end); got {p_span!r}.")
-    p_start, p_end = (_real(v, "p_span") for v in p_span)
+    p_start, p_end = (finite_float(v, "p_span") for v in p_span)
     if p_start == p_end:
         raise ValueError(f"`p_span` must have p_start != p_end; got {p_span!r}.")
     N = positive_int(N, "N")

@@ -9,7 +9,7 @@ import numpy as np
 from jaxtyping import Float
 
 from flow import RESULTS, AbstractRecord, AbstractResult
-from flow.validation import real_array
+from flow.validation import finite_float
 
 from ._branch import Family
 
@@ -207,8 +207,7 @@ class Continuation(AbstractResult):
         """
         from ._continuation import points_at  # the driver's kernels
 
-        p = float(real_array(p, "p", ()))
-        return points_at(self, p)
+        return points_at(self, finite_float(p, "p"))
 
     def _details(self) -> str:
         return self.reason

@@ -25,6 +25,13 @@ class Node:
         self.W, self.p, self.tW, self.tp = W, p, tW, tp
         self.residual, self.newton_steps = residual, newton_steps
         self.record: ContinuationPoint | None = None
+        self.eigen: tuple[np.ndarray, bool] | None = None  # (eigenvalues of K, certain)
+
+    def eigenvalues(self, analyser) -> tuple[np.ndarray, bool]:
+        """The eigenvalues of K here (computed once, then kept)."""
+        if self.eigen is None:
+            self.eigen = analyser.eigen(self.W, self.p)
+        return self.eigen
 
     def cos(self, other: Node) -> float:
         return float(jnp.vdot(self.tW, other.tW)) + self.tp * other.tp
@@ -85,7 +92,10 @@ class Run:
         return Node(W1, p1, TW, Tp, r, it) if ok else None
 
     def record(self, node: Node) -> ContinuationPoint:
-        node.record = self.analyser.point(node.W, node.p, node.residual, node.tp, node.newton_steps)
+        node.record = self.analyser.point(
+            node.W, node.p, node.residual, node.tp, node.newton_steps,
+            node.eigenvalues(self.analyser),
+        )  # fmt: skip
         return node.record
 
 
@@ -139,7 +149,7 @@ def illinois(
 def _eigenvalue(run: Run, node: Node, position: int) -> float:
     """The eigenvalue of K at `position` in ascending order (the one that crosses
     zero when the index changes between `position` and `position + 1`)."""
-    lam, _ = run.analyser.eigen(node.W, node.p)
+    lam, _ = node.eigenvalues(run.analyser)
     return float(lam[min(position, lam.size - 1)])
 
 
@@ -168,7 +178,7 @@ def events(run: Run, a: Node, b: Node, ds: float, after: int, locate_tol: float)
         return run.node(a.W, a.p, a.tW, a.tp, sigma, with_tangent=with_tangent)
 
     node, value, iterations = illinois(evaluate, test, ds, a, b, fa, fb, ftol)
-    rec = run.analyser.point(node.W, node.p, node.residual, node.tp, node.newton_steps)
+    U, norm, cost = run.analyser.basics(node.W, node.p)
     scale = np.asarray(run.fam.scale)
     null = None
     if kind == "branch":
@@ -176,10 +186,10 @@ def events(run: Run, a: Node, b: Node, ds: float, after: int, locate_tol: float)
     return [
         SpecialPoint(
             kind=kind,
-            p=rec.p,
-            U=rec.U,
-            norm=rec.norm,
-            cost=rec.cost,
+            p=float(node.p),
+            U=U,
+            norm=norm,
+            cost=cost,
             index_before=ra.index,
             index_after=rb.index,
             test=float(value),
