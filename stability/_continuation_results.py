@@ -198,10 +198,12 @@ class Continuation(AbstractResult):
         return out
 
     def at(self, p: Any) -> tuple[ContinuationPoint, ...]:
-        r"""The equilibria on this branch at parameter `p`: one for each stretch of the
-        branch between two consecutive points whose parameters enclose `p` (several
-        past a fold), each corrected at fixed `p` (Newton on $\nabla E^N(U; p) = 0$
-        from the secant between the two points) to `tol` and analysed as a point.
+        r"""The equilibria on this branch at parameter `p`, each once: the branch is cut
+        at its folds, so that $p$ is monotone on each stretch between consecutive
+        points; on each stretch that encloses `p`, the point where $p(s) = $ `p` is
+        found by regula falsi in the arclength along the secant (pseudo-arclength
+        corrections, well conditioned next to a fold), then, away from a fold, by
+        Newton at fixed `p`; each is analysed as a point.
 
         **Raises:** `ValueError` when no stretch of the branch encloses `p`.
         """
